@@ -1,0 +1,57 @@
+-- Schema of the pool-metrics platform. Idempotent: safe to run on every start.
+-- `pools`, the raw tables and `gas_fees_daily` are maintained upstream (ingestion jobs);
+-- `pool_daily_metrics` is written by the metrics and forecast pipelines through staging-table upserts.
+
+CREATE TABLE IF NOT EXISTS pools (
+    pool_id          text PRIMARY KEY,
+    symbol           text NOT NULL,
+    chain            text NOT NULL,
+    project          text NOT NULL,
+    pool_group       text,
+    is_active        boolean NOT NULL DEFAULT true,
+    is_filtered_out  boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE IF NOT EXISTS raw_defillama_pool_history (
+    id             bigserial PRIMARY KEY,
+    pool_id        text NOT NULL REFERENCES pools (pool_id),
+    "timestamp"    timestamptz NOT NULL,
+    raw_json_data  jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS raw_defillama_pool_history_pool_ts
+    ON raw_defillama_pool_history (pool_id, "timestamp");
+
+CREATE TABLE IF NOT EXISTS raw_coinmarketcap_ohlcv (
+    id              bigserial PRIMARY KEY,
+    symbol          text NOT NULL,
+    data_timestamp  timestamptz NOT NULL,
+    raw_json_data   jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS raw_coinmarketcap_ohlcv_symbol_ts
+    ON raw_coinmarketcap_ohlcv (symbol, data_timestamp);
+
+CREATE TABLE IF NOT EXISTS gas_fees_daily (
+    date                 date PRIMARY KEY,
+    actual_avg_gas_gwei  numeric
+);
+
+CREATE TABLE IF NOT EXISTS pool_daily_metrics (
+    pool_id                    text NOT NULL,
+    date                       date NOT NULL,
+    actual_apy                 double precision,
+    forecasted_apy             double precision,
+    actual_tvl                 double precision,
+    forecasted_tvl             double precision,
+    rolling_apy_7d             double precision,
+    rolling_apy_30d            double precision,
+    apy_delta_today_yesterday  double precision,
+    stddev_apy_7d              double precision,
+    stddev_apy_30d             double precision,
+    stddev_apy_7d_delta        double precision,
+    stddev_apy_30d_delta       double precision,
+    eth_open                   double precision,
+    btc_open                   double precision,
+    gas_price_gwei             double precision,
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pool_id, date)
+);

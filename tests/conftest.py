@@ -1,0 +1,51 @@
+"""Session fixtures: one real PostgreSQL server (embedded, 127.0.0.1 + free port) and one local Spark session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from database.embedded import EmbeddedPostgres, embedded_postgres
+from database.schema import init_schema
+from spark_src.common.config import DbConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def embedded_pg() -> Iterator[EmbeddedPostgres]:
+    with embedded_postgres(root=REPO_ROOT / ".local" / "postgres-tests") as pg:
+        previous = os.environ.get("DB_PASSWORD")
+        os.environ["DB_PASSWORD"] = pg.password  # what env:DB_PASSWORD resolves to
+        try:
+            yield pg
+        finally:
+            if previous is None:
+                os.environ.pop("DB_PASSWORD", None)
+            else:
+                os.environ["DB_PASSWORD"] = previous
+
+
+@pytest.fixture(scope="session")
+def db_config(embedded_pg: EmbeddedPostgres) -> DbConfig:
+    return embedded_pg.config
+
+
+@pytest.fixture(scope="session")
+def engine(db_config: DbConfig) -> Iterator[Engine]:
+    eng = create_engine(db_config.sqlalchemy_url())
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    """A database with the platform schema and no rows (reset for every test)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    init_schema(engine)
+    return engine
