@@ -98,16 +98,36 @@ def embedded_postgres(
     try:
         _run_as(
             run_user,
-            [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, f"--pwfile={pwfile}",
-             "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"],
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(cluster),
+                "-U",
+                user,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
         )
         pwfile.unlink()
         _run_as(
             run_user,
-            [str(bin_dir / "pg_ctl"), "-D", str(cluster), "-w", "-t", "60", "-l", str(data_dir / "server.log"),
-             # TCP on loopback only; the socket lives in our folder, not in /var/run.
-             "-o", f"-h 127.0.0.1 -p {port} -k {data_dir} -c fsync=off -c full_page_writes=off",
-             "start"],
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(cluster),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(data_dir / "server.log"),
+                # TCP on loopback only; the socket lives in our folder, not in /var/run.
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {data_dir} -c fsync=off -c full_page_writes=off",
+                "start",
+            ],
         )
         started = True
         config = DbConfig("127.0.0.1", port, dbname, user)

@@ -45,9 +45,7 @@ class DbConfig:
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(f"expected a postgresql:// URL, got scheme {parts.scheme!r}")
         if parts.password is not None:
-            raise ConfigError(
-                "the database URL must not contain a password; name it with a secret reference instead"
-            )
+            raise ConfigError("the database URL must not contain a password; name it with a secret reference instead")
         name = parts.path.lstrip("/")
         if not (parts.hostname and parts.username and name):
             raise ConfigError("the database URL needs user, host and database name: postgresql://user@host:port/db")
@@ -75,8 +73,7 @@ class DbConfig:
         # reWriteBatchedInserts turns JDBC batches into multi-row INSERTs (several times faster on PostgreSQL);
         # stringtype=unspecified lets the server cast Spark's strings to the column's own type (jsonb, date, …).
         return (
-            f"jdbc:postgresql://{self.host}:{self.port}/{self.name}"
-            "?reWriteBatchedInserts=true&stringtype=unspecified"
+            f"jdbc:postgresql://{self.host}:{self.port}/{self.name}?reWriteBatchedInserts=true&stringtype=unspecified"
         )
 
     def table_uri(self, table: str) -> str:

@@ -1,0 +1,104 @@
+"""Jar provisioning for local Spark: Maven coordinates resolved from Maven Central into an ignored cache.
+
+The first run resolves each coordinate (and its transitive dependencies) with Apache Ivy — the Ivy that
+pyspark itself bundles, run standalone — and writes a manifest of the retrieved files. Later runs read the
+manifest and need no network. On Dataproc the same jars are staged in GCS and passed as ``jar_file_uris``;
+:data:`JDBC_DRIVER` and the SynapseML coordinates are the one list both places use.
+
+``spark.jars.packages`` would resolve too, but it goes through Ivy on every session start (and needs the
+network for its resolution report); the manifest makes the offline rerun explicit and testable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(os.environ.get("SPARK_JAR_CACHE", Path(__file__).resolve().parents[2] / ".cache" / "jars"))
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
+
+
+@dataclass(frozen=True)
+class MavenArtifact:
+    group: str
+    artifact: str
+    version: str
+    # Artifacts (group:artifact) of the transitive closure to leave out, e.g. what pyspark already ships.
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.group}:{self.artifact}:{self.version}"
+
+
+# 42.7.2 fixed CVE-2024-1597 (SQL injection with preferQueryMode=simple); 42.7.8 is current and tested here.
+JDBC_DRIVER = MavenArtifact("org.postgresql", "postgresql", "42.7.8")
+
+
+class JarResolutionError(RuntimeError):
+    pass
+
+
+_IVY_SETTINGS = """<ivysettings>
+  <settings defaultResolver="central"/>
+  <resolvers><ibiblio name="central" m2compatible="true" root="{root}"/></resolvers>
+</ivysettings>
+"""
+
+
+def _ivy_jar() -> Path:
+    import pyspark
+
+    candidates = sorted((Path(pyspark.__file__).parent / "jars").glob("ivy-*.jar"))
+    if not candidates:
+        raise JarResolutionError("pyspark's bundled Ivy jar was not found; is pyspark installed completely?")
+    return candidates[-1]
+
+
+def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Path]:
+    """Returns local jar paths for ``artifact`` and its dependencies, downloading them on first use."""
+    target = cache_dir / f"{artifact.group}__{artifact.artifact}-{artifact.version}"
+    manifest = target / "manifest.json"
+    if manifest.exists():
+        jars = [target / name for name in json.loads(manifest.read_text())["jars"]]
+        if all(jar.exists() for jar in jars):
+            return jars
+    target.mkdir(parents=True, exist_ok=True)
+    settings = cache_dir / "ivysettings.xml"
+    settings.write_text(_IVY_SETTINGS.format(root=os.environ.get("MAVEN_REPOSITORY", MAVEN_CENTRAL)))
+    log.info("resolving %s from Maven (first run only; cached in %s)", artifact.coordinates, target)
+    command = [
+        "java", "-cp", str(_ivy_jar()), "org.apache.ivy.Main",
+        "-settings", str(settings), "-cache", str(cache_dir / "ivy"),
+        "-dependency", artifact.group, artifact.artifact, artifact.version,
+        "-confs", "default",
+        "-retrieve", str(target / "[organisation]__[artifact]-[revision](-[classifier]).[ext]"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0 or "UNRESOLVED DEPENDENCIES" in result.stdout:
+        raise JarResolutionError(
+            f"could not resolve {artifact.coordinates} from {MAVEN_CENTRAL}. Fetch it once with network access "
+            f"(the jars are then cached in {cache_dir}), or copy the jars there.\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    excluded = {e.replace(":", "__") for e in artifact.exclude}
+    jars = sorted(p for p in target.glob("*.jar") if not any(p.name.startswith(e + "-") for e in excluded))
+    main_jar = f"{artifact.group}__{artifact.artifact}-{artifact.version}"
+    if not any(p.name.startswith(main_jar) for p in jars):
+        raise JarResolutionError(f"Ivy reported success but {main_jar}*.jar is not in {target}")
+    manifest.write_text(json.dumps({"coordinates": artifact.coordinates, "jars": [p.name for p in jars]}, indent=1))
+    return jars
+
+
+def resolve_all(artifacts: list[MavenArtifact], cache_dir: Path = DEFAULT_CACHE) -> list[Path]:
+    seen: dict[str, Path] = {}
+    for artifact in artifacts:
+        for jar in resolve(artifact, cache_dir):
+            seen.setdefault(jar.name, jar)
+    return list(seen.values())

@@ -1,0 +1,84 @@
+"""JDBC reads and writes against PostgreSQL.
+
+Partitioned reads get their bounds from the data (Spark needs ``lowerBound``/``upperBound`` with
+``partitionColumn``); numeric columns are cast to ``double precision`` in the SQL, otherwise Spark maps them to
+DecimalType(38,18); writes use batched multi-row inserts (see :attr:`DbConfig.jdbc_url`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_src.common.config import DbConfig
+
+log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DRIVER = "org.postgresql.Driver"
+
+
+def check_identifier(name: str) -> str:
+    """Table names are built into SQL text: allow only plain lower-case identifiers."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a valid table name (expected {_IDENTIFIER.pattern}): {name!r}")
+    return name
+
+
+def _options(db: DbConfig) -> dict[str, str]:
+    # Spark redacts option values whose key matches spark.redaction.regex ("password" does) in its logs/UI.
+    return {"url": db.jdbc_url, "user": db.user, "password": db.password(), "driver": DRIVER}
+
+
+def read_query(
+    spark: SparkSession,
+    db: DbConfig,
+    query: str,
+    *,
+    partition_column: str | None = None,
+    num_partitions: int = 4,
+    fetch_size: int = 10_000,
+) -> DataFrame:
+    """Reads the result of ``query`` (no ORDER BY: Spark does not keep it and PostgreSQL would sort for nothing).
+
+    With ``partition_column`` (an integer column of the query's result), the read is split into
+    ``num_partitions`` ranges between the column's min and max, computed first with one small query.
+    """
+    options = {**_options(db), "fetchsize": str(fetch_size)}
+    subquery = f"({query}) AS src"
+    if partition_column and num_partitions > 1:
+        bounds = (
+            spark.read.format("jdbc")
+            .options(**options)
+            .option("query", f"SELECT min({partition_column}) AS lo, max({partition_column}) AS hi FROM {subquery}")
+            .load()
+            .first()
+        )
+        if bounds is not None and bounds["lo"] is not None:
+            lo, hi = int(bounds["lo"]), int(bounds["hi"])
+            log.info("partitioned read on %s in [%d, %d], %d partitions", partition_column, lo, hi, num_partitions)
+            return (
+                spark.read.format("jdbc")
+                .options(**options)
+                .option("dbtable", subquery)
+                .option("partitionColumn", partition_column)
+                .option("lowerBound", str(lo))
+                .option("upperBound", str(hi + 1))
+                .option("numPartitions", str(max(1, min(num_partitions, hi - lo + 1))))
+                .load()
+            )
+    return spark.read.format("jdbc").options(**options).option("dbtable", subquery).load()
+
+
+def write_table(df: DataFrame, db: DbConfig, table: str, *, mode: str = "overwrite", batch_size: int = 10_000) -> None:
+    """Writes ``df`` to ``table`` (created by Spark in overwrite mode)."""
+    (
+        df.write.format("jdbc")
+        .options(**_options(db))
+        .option("dbtable", check_identifier(table))
+        .option("batchsize", str(batch_size))
+        .mode(mode)
+        .save()
+    )

@@ -1,0 +1,61 @@
+"""SparkSession for the jobs: local mode on a laptop or in a KFP local run, the cluster's on Dataproc."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+
+def running_under_spark_submit() -> bool:
+    # spark-submit (and so Dataproc) starts the JVM first and hands its gateway port to the Python driver.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_session(
+    app_name: str,
+    *,
+    jars: list[Path] | None = None,
+    local_cores: int | None = None,
+    extra_conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Returns a SparkSession with the settings every job relies on.
+
+    Args:
+        app_name: Spark application name.
+        jars: Local jar files to put on the classpath (local mode only; Dataproc gets them as jar_file_uris).
+        local_cores: Cores for ``local[N]``; default: ``SPARK_LOCAL_CORES`` or 2.
+        extra_conf: More Spark properties (a job's own needs, e.g. LightGBM's).
+    """
+    builder = (
+        SparkSession.builder.appName(app_name)
+        # Dates are derived from timestamps in the session time zone: pin it, on the JVM too.
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+    )
+    if not running_under_spark_submit():
+        cores = local_cores or int(os.environ.get("SPARK_LOCAL_CORES", "2"))
+        builder = (
+            builder.master(os.environ.get("SPARK_MASTER", f"local[{cores}]"))
+            # A numeric value: "auto" is a Databricks-only setting that open-source Spark rejects.
+            .config("spark.sql.shuffle.partitions", str(cores * 2))
+            .config("spark.default.parallelism", str(cores * 2))
+            .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "3g"))
+            .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.warehouse.dir", str(Path(".local") / "spark-warehouse"))
+        )
+        if jars:
+            builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    for key, value in (extra_conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    return spark

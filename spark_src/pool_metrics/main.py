@@ -1,0 +1,173 @@
+"""Pool-metrics Spark job: raw DeFiLlama/CMC/gas tables -> per-run staging table of ``pool_daily_metrics`` rows.
+
+It writes only to its staging table; promotion into ``pool_daily_metrics`` is the pipeline's upsert step.
+
+    python -m spark_src.pool_metrics.main --run-id r1 --staging-table stg_pool_metrics_r1 [--start D] [--end D]
+
+Connection settings come from the environment (see :class:`spark_src.common.config.DbConfig`); the password
+is resolved from its secret reference and never appears on the command line or in the logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from spark_src.common import jars
+from spark_src.common.config import DbConfig
+from spark_src.common.jdbc import check_identifier, read_query, write_table
+from spark_src.common.session import build_session, running_under_spark_submit
+from spark_src.pool_metrics import transforms as T
+
+log = logging.getLogger("pool_metrics")
+
+# The 30-day window of day `start` reaches back to start-29, and its stddev delta needs day start-1's window.
+LOOKBACK_DAYS = 30
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pool_metrics", description=__doc__.splitlines()[0])
+    parser.add_argument("--start", type=dt.date.fromisoformat, help="first day to compute (default: all)")
+    parser.add_argument("--end", type=dt.date.fromisoformat, help="last day to compute, inclusive (default: all)")
+    parser.add_argument("--run-id", required=True, help="pipeline run id, for logs and lineage")
+    parser.add_argument("--staging-table", required=True, type=check_identifier, help="per-run staging table")
+    parser.add_argument("--num-partitions", type=int, default=4, help="parallel JDBC reads of the history")
+    args = parser.parse_args(list(argv))
+    if args.start and args.end and args.start > args.end:
+        parser.error(f"--start {args.start} is after --end {args.end}")
+    return args
+
+
+def _utc(day: dt.date) -> str:
+    return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+
+
+def extract(spark: SparkSession, db: DbConfig, start: dt.date | None, end: dt.date | None, partitions: int):
+    """Reads active pools' history (with look-back before ``start``), CMC closes and gas as text/double."""
+    history_filters = ["p.is_active"]
+    if start:
+        history_filters.append(f'h."timestamp" >= {_utc(start - dt.timedelta(days=LOOKBACK_DAYS))}')
+    if end:
+        history_filters.append(f'h."timestamp" < {_utc(end + dt.timedelta(days=1))}')
+    history = read_query(
+        spark,
+        db,
+        f"""SELECT h.id AS history_id, h.pool_id, h."timestamp" AS observed_at,
+                   h.raw_json_data->>'apy' AS apy_text, h.raw_json_data->>'tvlUsd' AS tvl_text
+            FROM raw_defillama_pool_history h JOIN pools p ON p.pool_id = h.pool_id
+            WHERE {" AND ".join(history_filters)}""",
+        partition_column="history_id",
+        num_partitions=partitions,
+    )
+    cmc_filter = f" AND data_timestamp < {_utc(end + dt.timedelta(days=1))}" if end else ""
+    cmc = read_query(
+        spark,
+        db,
+        "SELECT symbol, data_timestamp, raw_json_data->'USD'->>'close' AS close_text "
+        f"FROM raw_coinmarketcap_ohlcv WHERE symbol IN ('ETH', 'BTC'){cmc_filter}",
+    )
+    gas_filter = f" WHERE date <= DATE '{end.isoformat()}'" if end else ""
+    gas = read_query(
+        spark, db, f"SELECT date, actual_avg_gas_gwei::double precision AS gas_gwei FROM gas_fees_daily{gas_filter}"
+    )
+    return history, cmc, gas
+
+
+def summarize(validated_in_range: DataFrame) -> dict:
+    """One aggregation over the validated rows of the requested range (no repeated count() actions)."""
+    accepted = F.col("apy_problem").isNull()
+    aggregations = [
+        F.count(F.lit(1)).alias("days_observed"),
+        F.sum(F.col("observations") - 1).alias("observations_superseded"),
+        F.count(F.when(accepted, 1)).alias("rows_written"),
+        F.countDistinct(F.when(accepted, F.col("pool_id"))).alias("pools"),
+        *[F.count(F.when(F.col("apy_problem") == r, 1)).alias(r) for r in T.APY_REJECTION_REASONS],
+        *[F.count(F.when(accepted & (F.col("tvl_problem") == r), 1)).alias(r) for r in T.TVL_NULLED_REASONS],
+    ]
+    row = validated_in_range.agg(*aggregations).first().asDict()
+    return {
+        "pools": row["pools"],
+        "rows_written": row["rows_written"],
+        "days_observed": row["days_observed"],
+        "observations_superseded": row["observations_superseded"] or 0,
+        "rejected": {r: row[r] for r in T.APY_REJECTION_REASONS},
+        "tvl_nulled": {r: row[r] for r in T.TVL_NULLED_REASONS},
+    }
+
+
+def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
+    started = time.monotonic()
+    history, cmc, gas = extract(spark, db, args.start, args.end, args.num_partitions)
+    in_range = T.in_date_range(args.start and args.start.isoformat(), args.end and args.end.isoformat())
+
+    validated = (
+        history.withColumn(
+            "observations", F.count(F.lit(1)).over(Window.partitionBy("pool_id", F.to_date("observed_at")))
+        )
+        .transform(T.latest_observation_per_day)
+        .transform(T.with_validated_values)
+        # Read the database once: the summary and the metrics both start from these rows.
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        summary = summarize(validated.transform(in_range))
+        accepted = T.accepted_rows(validated)
+        exogenous = T.as_of_exogenous(
+            accepted.select("date"), T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas
+        )
+        metrics = T.pool_daily_metrics(accepted, exogenous).transform(in_range)
+        write_table(metrics.select(*T.OUTPUT_COLUMNS), db, args.staging_table)
+    finally:
+        validated.unpersist()
+    summary.update(
+        run_id=args.run_id,
+        staging_table=args.staging_table,
+        table_uri=db.table_uri(args.staging_table),
+        start=args.start and args.start.isoformat(),
+        end=args.end and args.end.isoformat(),
+        seconds=round(time.monotonic() - started, 1),
+    )
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Runs the job; returns (and logs) the run summary."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    db = DbConfig.from_env()
+    local_jars = None if running_under_spark_submit() else jars.resolve_all([jars.JDBC_DRIVER])
+    spark = build_session("pool-metrics", jars=local_jars)
+    log.info(
+        "run %s: metrics for %s..%s from %s into %s",
+        args.run_id,
+        args.start or "first day",
+        args.end or "last day",
+        db.url,
+        args.staging_table,
+    )
+    summary = run(spark, db, args)
+    log.info(
+        "run %s: %d pools, %d rows written to %s; rejected %s; tvl set NULL %s; %d superseded observations",
+        args.run_id,
+        summary["pools"],
+        summary["rows_written"],
+        args.staging_table,
+        summary["rejected"],
+        summary["tvl_nulled"],
+        summary["observations_superseded"],
+    )
+    print("RUN_SUMMARY " + json.dumps(summary, sort_keys=True), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

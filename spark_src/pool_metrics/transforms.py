@@ -1,0 +1,185 @@
+"""Pure DataFrame transforms of the pool-metrics job (no I/O): tested on small DataFrames.
+
+Semantics (the legacy pandas job implements the same, and the parity gate compares them):
+- day = UTC calendar date of the observation; of several observations of a pool on one day the latest
+  (then the highest history id) is kept, then validated;
+- a kept row whose apy is missing, not numeric or not finite is rejected (counted by reason); a tvl that is
+  missing, not numeric, not finite or negative becomes NULL (counted by reason);
+- rolling mean / sample stddev of apy over the calendar windows [d-6, d] and [d-29, d];
+- deltas against day d-1 only when the pool has day d-1;
+- eth_open/btc_open = close on the latest CMC date strictly before d; gas = latest gas date <= d.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+# Numbers as both Python's float() and Java's Double.parseDouble read them: no "1_0" (Python only),
+# no "1.5d" or hex (Java only). NaN and infinities are numbers here; they are rejected as not finite.
+NUMERIC_TEXT = r"^\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(?i:inf|infinity)|[+-]?(?i:nan))\s*$"
+
+METRIC_COLUMNS = [
+    "actual_apy",
+    "actual_tvl",
+    "rolling_apy_7d",
+    "rolling_apy_30d",
+    "apy_delta_today_yesterday",
+    "stddev_apy_7d",
+    "stddev_apy_30d",
+    "stddev_apy_7d_delta",
+    "stddev_apy_30d_delta",
+    "eth_open",
+    "btc_open",
+    "gas_price_gwei",
+]
+OUTPUT_COLUMNS = ["pool_id", "date", *METRIC_COLUMNS]
+
+APY_REJECTION_REASONS = ["apy_missing", "apy_not_numeric", "apy_not_finite"]
+TVL_NULLED_REASONS = ["tvl_missing", "tvl_not_numeric", "tvl_not_finite", "tvl_negative"]
+
+Transform = Callable[[DataFrame], DataFrame]
+
+
+def parse_number(text: Column) -> Column:
+    """Text -> double by :data:`NUMERIC_TEXT`; anything else -> NULL."""
+    return F.when(text.rlike(NUMERIC_TEXT), F.trim(text).cast("double"))
+
+
+def _problem(text: Column, value: Column, prefix: str, *, negative_is_bad: bool) -> Column:
+    finite = ~F.isnan(value) & (F.abs(value) != F.lit(float("inf")))
+    problem = (
+        F.when(text.isNull(), F.lit(f"{prefix}_missing"))
+        .when(value.isNull(), F.lit(f"{prefix}_not_numeric"))
+        .when(~finite, F.lit(f"{prefix}_not_finite"))
+    )
+    if negative_is_bad:
+        problem = problem.when(value < 0, F.lit(f"{prefix}_negative"))
+    return problem
+
+
+def latest_observation_per_day(history: DataFrame) -> DataFrame:
+    """history(pool_id, history_id, observed_at, apy_text, tvl_text) -> one row per (pool_id, date).
+
+    Adds ``date`` (UTC calendar date: the session time zone is pinned to UTC) and keeps, per pool and day,
+    the latest ``observed_at``, ties broken by the highest ``history_id``.
+    """
+    by_day = Window.partitionBy("pool_id", "date").orderBy(F.col("observed_at").desc(), F.col("history_id").desc())
+    return (
+        history.withColumn("date", F.to_date("observed_at"))
+        .withColumn("_rank", F.row_number().over(by_day))
+        .where(F.col("_rank") == 1)
+        .drop("_rank")
+    )
+
+
+def with_validated_values(daily: DataFrame) -> DataFrame:
+    """Parses apy/tvl text; adds ``apy``, ``tvl`` (NULL when invalid), ``apy_problem``, ``tvl_problem``."""
+    apy = parse_number(F.col("apy_text"))
+    tvl = parse_number(F.col("tvl_text"))
+    return (
+        daily.withColumn("apy", apy)
+        .withColumn("tvl", tvl)
+        .withColumn("apy_problem", _problem(F.col("apy_text"), F.col("apy"), "apy", negative_is_bad=False))
+        .withColumn("tvl_problem", _problem(F.col("tvl_text"), F.col("tvl"), "tvl", negative_is_bad=True))
+        .withColumn("tvl", F.when(F.col("tvl_problem").isNull(), F.col("tvl")))
+    )
+
+
+def accepted_rows(validated: DataFrame) -> DataFrame:
+    return validated.where(F.col("apy_problem").isNull()).select("pool_id", "date", "apy", "tvl")
+
+
+def with_rolling_apy(days: int) -> Transform:
+    """Mean and sample stddev of apy over the calendar window [d-(days-1), d]; stddev NULL below 2 values."""
+
+    def _(df: DataFrame) -> DataFrame:
+        window = Window.partitionBy("pool_id").orderBy(F.unix_date("date")).rangeBetween(-(days - 1), Window.currentRow)
+        n = F.count("apy").over(window)
+        return df.withColumn(f"rolling_apy_{days}d", F.avg("apy").over(window)).withColumn(
+            f"stddev_apy_{days}d", F.when(n >= 2, F.stddev_samp("apy").over(window))
+        )
+
+    return _
+
+
+def with_day_over_day_deltas(df: DataFrame) -> DataFrame:
+    """apy and stddev deltas against the previous calendar day, NULL when the pool has no row that day."""
+    previous = Window.partitionBy("pool_id").orderBy("date")
+    has_yesterday = F.datediff("date", F.lag("date").over(previous)) == 1
+
+    def delta(column: str) -> Column:
+        return F.when(has_yesterday, F.col(column) - F.lag(column).over(previous))
+
+    return (
+        df.withColumn("apy_delta_today_yesterday", delta("apy"))
+        .withColumn("stddev_apy_7d_delta", delta("stddev_apy_7d"))
+        .withColumn("stddev_apy_30d_delta", delta("stddev_apy_30d"))
+    )
+
+
+def daily_closes(cmc: DataFrame, symbol: str) -> DataFrame:
+    """cmc(symbol, data_timestamp, close_text) -> (date, close): the day's latest valid close."""
+    latest = Window.partitionBy("date").orderBy(F.col("data_timestamp").desc())
+    return (
+        cmc.where(F.col("symbol") == symbol)
+        .withColumn("close", parse_number(F.col("close_text")))
+        .where(F.col("close").isNotNull() & ~F.isnan("close") & (F.abs("close") != F.lit(float("inf"))))
+        .withColumn("date", F.to_date("data_timestamp"))
+        .withColumn("_rank", F.row_number().over(latest))
+        .where(F.col("_rank") == 1)
+        .select("date", "close")
+    )
+
+
+def as_of_exogenous(dates: DataFrame, eth: DataFrame, btc: DataFrame, gas: DataFrame) -> DataFrame:
+    """For each date d of ``dates``: eth/btc close of the latest date < d, gas of the latest date <= d.
+
+    The frames are small (one row per calendar day), so the as-of lookup runs as one ordered pass over the
+    union of their dates (a single-partition window over a few thousand rows); the result is broadcast.
+    """
+    timeline = (
+        dates.select("date")
+        .distinct()
+        .join(eth.withColumnRenamed("close", "eth_close"), "date", "full")
+        .join(btc.withColumnRenamed("close", "btc_close"), "date", "full")
+        .join(gas.select("date", "gas_gwei"), "date", "full")
+    )
+    before = Window.orderBy("date").rowsBetween(Window.unboundedPreceding, -1)
+    up_to = Window.orderBy("date").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    return timeline.select(
+        "date",
+        F.last("eth_close", ignorenulls=True).over(before).alias("eth_open"),
+        F.last("btc_close", ignorenulls=True).over(before).alias("btc_open"),
+        F.last("gas_gwei", ignorenulls=True).over(up_to).alias("gas_price_gwei"),
+    )
+
+
+def pool_daily_metrics(accepted: DataFrame, exogenous: DataFrame) -> DataFrame:
+    """accepted(pool_id, date, apy, tvl) + as-of exogenous -> rows of ``pool_daily_metrics``."""
+    metrics = (
+        accepted.transform(with_rolling_apy(7))
+        .transform(with_rolling_apy(30))
+        .transform(with_day_over_day_deltas)
+        .join(F.broadcast(exogenous), "date", "left")
+    )
+    return metrics.select(
+        "pool_id",
+        "date",
+        F.col("apy").alias("actual_apy"),
+        F.col("tvl").alias("actual_tvl"),
+        *METRIC_COLUMNS[2:],
+    )
+
+
+def in_date_range(start: str | None, end: str | None) -> Transform:
+    def _(df: DataFrame) -> DataFrame:
+        if start:
+            df = df.where(F.col("date") >= F.lit(start).cast("date"))
+        if end:
+            df = df.where(F.col("date") <= F.lit(end).cast("date"))
+        return df
+
+    return _
