@@ -49,3 +49,18 @@ def db(engine: Engine) -> Engine:
         conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     init_schema(engine)
     return engine
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run (UTC, 2 cores, small shuffles, UI off)."""
+    from spark_src.common import jars
+    from spark_src.common.session import build_session
+
+    session = build_session(
+        "tests",
+        jars=jars.resolve_all([jars.JDBC_DRIVER]),
+        extra_conf={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
+    )
+    yield session
+    session.stop()

@@ -1,0 +1,33 @@
+# The two commands of the README are `make demo` and `make test`; both install what they need first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test compile lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Whole pipeline locally: embedded PostgreSQL + synthetic data + kfp.local run (twice, to show idempotency).
+demo: $(STAMP)
+	$(PY) -m pipelines.cli demo
+
+## Unit, integration (real PostgreSQL, local Spark) and pipeline tests.
+test: $(STAMP)
+	$(PY) -m pytest
+
+compile: $(STAMP)
+	$(PY) -m pipelines.cli compile
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf .local build *.egg-info

@@ -1,0 +1,206 @@
+"""Pool-metrics transforms on small DataFrames with hand-computed expected rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from spark_src.pool_metrics import transforms as T
+
+UTC = dt.UTC
+D = dt.date
+
+
+def ts(day: int, hour: int = 12, minute: int = 0, tz: dt.tzinfo = UTC) -> dt.datetime:
+    return dt.datetime(2026, 5, day, hour, minute, tzinfo=tz)
+
+
+HISTORY_SCHEMA = "history_id long, pool_id string, observed_at timestamp, apy_text string, tvl_text string"
+
+
+def test_latest_observation_of_the_utc_day_wins(spark):
+    minus_two = dt.timezone(dt.timedelta(hours=-2))
+    history = spark.createDataFrame(
+        [
+            (1, "p1", ts(1, 10), "1.0", "10"),
+            (2, "p1", ts(1, 18), "2.0", "20"),  # later the same day: wins
+            (3, "p1", ts(2, 9), "3.0", "30"),
+            (4, "p1", ts(2, 9), "4.0", "40"),  # same timestamp: the higher id wins
+            # 23:30 at UTC-2 is 01:30 UTC on May 3: it belongs to May 3, not May 2.
+            (5, "p1", dt.datetime(2026, 5, 2, 23, 30, tzinfo=minus_two), "5.0", "50"),
+            (6, "p2", ts(1, 0, 0), "6.0", "60"),
+        ],
+        HISTORY_SCHEMA,
+    )
+    kept = T.latest_observation_per_day(history).select("history_id", "pool_id", "date")
+    expected = spark.createDataFrame(
+        [(2, "p1", D(2026, 5, 1)), (4, "p1", D(2026, 5, 2)), (5, "p1", D(2026, 5, 3)), (6, "p2", D(2026, 5, 1))],
+        "history_id long, pool_id string, date date",
+    )
+    assertDataFrameEqual(kept, expected)
+
+
+@pytest.mark.parametrize(
+    ("apy_text", "tvl_text", "apy", "tvl", "apy_problem", "tvl_problem"),
+    [
+        (" 2.5 ", "100", 2.5, 100.0, None, None),
+        ("1e1", "0", 10.0, 0.0, None, None),
+        (None, "100", None, 100.0, "apy_missing", None),
+        ("n/a", "100", None, 100.0, "apy_not_numeric", None),
+        ("1.5d", "100", None, 100.0, "apy_not_numeric", None),  # Java would read it, Python would not
+        ("1_0", "100", None, 100.0, "apy_not_numeric", None),  # Python would read it, Java would not
+        ("true", "100", None, 100.0, "apy_not_numeric", None),
+        ("NaN", "100", float("nan"), 100.0, "apy_not_finite", None),
+        ("-Infinity", "100", float("-inf"), 100.0, "apy_not_finite", None),
+        ("3", None, 3.0, None, None, "tvl_missing"),
+        ("3", "lots", 3.0, None, None, "tvl_not_numeric"),
+        ("3", "inf", 3.0, None, None, "tvl_not_finite"),
+        ("3", "-5", 3.0, None, None, "tvl_negative"),
+    ],
+)
+def test_validation_rejects_bad_apy_and_nulls_bad_tvl(spark, apy_text, tvl_text, apy, tvl, apy_problem, tvl_problem):
+    daily = spark.createDataFrame(
+        [("p1", D(2026, 5, 1), apy_text, tvl_text)], "pool_id string, date date, apy_text string, tvl_text string"
+    )
+    row = T.with_validated_values(daily).first()
+    assert (row.apy_problem, row.tvl_problem) == (apy_problem, tvl_problem)
+    assert row.tvl == tvl
+    if apy is not None and math.isnan(apy):
+        assert math.isnan(row.apy)
+    else:
+        assert row.apy == apy
+    assert T.accepted_rows(T.with_validated_values(daily)).count() == (1 if apy_problem is None else 0)
+
+
+ACCEPTED_SCHEMA = "pool_id string, date date, apy double, tvl double"
+
+
+def test_calendar_windows_and_day_over_day_deltas_with_gaps(spark):
+    # p1 has May 1, 2, 3, 5, 8 (gaps on 4, 6, 7); p2 one day only.
+    accepted = spark.createDataFrame(
+        [
+            ("p1", D(2026, 5, 1), 1.0, 10.0),
+            ("p1", D(2026, 5, 2), 2.0, None),
+            ("p1", D(2026, 5, 3), 4.0, 30.0),
+            ("p1", D(2026, 5, 5), 8.0, 50.0),
+            ("p1", D(2026, 5, 8), 16.0, 80.0),
+            ("p2", D(2026, 5, 2), 5.0, 1.0),
+        ],
+        ACCEPTED_SCHEMA,
+    )
+    result = (
+        accepted.transform(T.with_rolling_apy(7))
+        .transform(T.with_rolling_apy(30))
+        .transform(T.with_day_over_day_deltas)
+        .select(
+            "pool_id",
+            "date",
+            "rolling_apy_7d",
+            "stddev_apy_7d",
+            "rolling_apy_30d",
+            "stddev_apy_30d",
+            "apy_delta_today_yesterday",
+            "stddev_apy_7d_delta",
+        )
+    )
+    # 7-day window [d-6, d]; sample variance = sum of squared deviations / (n-1):
+    # May 2: {1,2}: mean 1.5, var 0.5.  May 3: {1,2,4}: mean 7/3, var (16/9+1/9+25/9)/2 = 7/3.
+    # May 5: {1,2,4,8}: mean 3.75, var (7.5625+3.0625+0.0625+18.0625)/3 = 28.75/3.
+    # May 8: [May 2, May 8] drops May 1 (7 days back): {2,4,8,16}: mean 7.5, var (30.25+12.25+0.25+72.25)/3 = 115/3.
+    # 30-day window on May 8 keeps all five: mean 31/5 = 6.2, var (27.04+17.64+4.84+3.24+96.04)/4 = 148.8/4.
+    expected = spark.createDataFrame(
+        [
+            ("p1", D(2026, 5, 1), 1.0, None, 1.0, None, None, None),
+            ("p1", D(2026, 5, 2), 1.5, math.sqrt(0.5), 1.5, math.sqrt(0.5), 1.0, None),
+            (
+                "p1",
+                D(2026, 5, 3),
+                7 / 3,
+                math.sqrt(7 / 3),
+                7 / 3,
+                math.sqrt(7 / 3),
+                2.0,
+                math.sqrt(7 / 3) - math.sqrt(0.5),
+            ),
+            # May 4 is missing: no deltas on May 5.
+            ("p1", D(2026, 5, 5), 3.75, math.sqrt(28.75 / 3), 3.75, math.sqrt(28.75 / 3), None, None),
+            ("p1", D(2026, 5, 8), 7.5, math.sqrt(115 / 3), 6.2, math.sqrt(148.8 / 4), None, None),
+            ("p2", D(2026, 5, 2), 5.0, None, 5.0, None, None, None),
+        ],
+        "pool_id string, date date, rolling_apy_7d double, stddev_apy_7d double, rolling_apy_30d double, "
+        "stddev_apy_30d double, apy_delta_today_yesterday double, stddev_apy_7d_delta double",
+    )
+    assertDataFrameEqual(result, expected, rtol=1e-12)
+
+
+def test_as_of_exogenous_uses_the_latest_earlier_close_not_the_previous_row(spark):
+    cmc = spark.createDataFrame(
+        [
+            ("ETH", ts(1, 23, 59), "100"),
+            ("ETH", ts(2, 23, 59), "110"),
+            # no ETH row on May 3
+            ("ETH", ts(4, 10), "125"),
+            ("ETH", ts(4, 23, 59), "130"),  # the day's latest row wins
+            ("ETH", ts(5, 23, 59), "not-a-number"),  # an unusable close is skipped
+            ("BTC", ts(3, 23, 59), "60000"),
+        ],
+        "symbol string, data_timestamp timestamp, close_text string",
+    )
+    gas = spark.createDataFrame([(D(2026, 5, 2), 20.0), (D(2026, 5, 4), 40.0)], "date date, gas_gwei double")
+    dates = spark.createDataFrame([(D(2026, 5, d),) for d in range(1, 7)], "date date")
+    result = T.as_of_exogenous(dates, T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas).join(dates, "date")
+    expected = spark.createDataFrame(
+        [
+            (D(2026, 5, 1), None, None, None),  # nothing before May 1; no gas on or before May 1
+            (D(2026, 5, 2), 100.0, None, 20.0),
+            (D(2026, 5, 3), 110.0, None, 20.0),
+            (D(2026, 5, 4), 110.0, 60000.0, 40.0),  # strictly before May 4 is May 2 (May 3 has no close)
+            (D(2026, 5, 5), 130.0, 60000.0, 40.0),
+            (D(2026, 5, 6), 130.0, 60000.0, 40.0),  # May 5's close was unusable
+        ],
+        "date date, eth_open double, btc_open double, gas_price_gwei double",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_pool_daily_metrics_output_columns_and_date_range(spark):
+    accepted = spark.createDataFrame(
+        [("p1", D(2026, 5, 1), 1.0, 10.0), ("p1", D(2026, 5, 2), 3.0, 20.0), ("p1", D(2026, 5, 3), 5.0, None)],
+        ACCEPTED_SCHEMA,
+    )
+    exogenous = spark.createDataFrame(
+        [(D(2026, 5, 2), 100.0, 50.0, 7.0), (D(2026, 5, 3), 101.0, 51.0, 8.0)],
+        "date date, eth_open double, btc_open double, gas_price_gwei double",
+    )
+    result = T.pool_daily_metrics(accepted, exogenous).transform(T.in_date_range("2026-05-02", "2026-05-03"))
+    assert result.columns == T.OUTPUT_COLUMNS
+    expected = spark.createDataFrame(
+        [
+            # May 2: window {1,3}: mean 2, var 2; delta 2.  May 3: {1,3,5}: mean 3, var 4; delta 2, std delta 2-√2.
+            ("p1", D(2026, 5, 2), 3.0, 20.0, 2.0, 2.0, 2.0, math.sqrt(2), math.sqrt(2), None, None, 100.0, 50.0, 7.0),
+            (
+                "p1",
+                D(2026, 5, 3),
+                5.0,
+                None,
+                3.0,
+                3.0,
+                2.0,
+                2.0,
+                2.0,
+                2 - math.sqrt(2),
+                2 - math.sqrt(2),
+                101.0,
+                51.0,
+                8.0,
+            ),
+        ],
+        "pool_id string, date date, actual_apy double, actual_tvl double, rolling_apy_7d double, "
+        "rolling_apy_30d double, apy_delta_today_yesterday double, stddev_apy_7d double, stddev_apy_30d double, "
+        "stddev_apy_7d_delta double, stddev_apy_30d_delta double, eth_open double, btc_open double, "
+        "gas_price_gwei double",
+    ).select(*T.OUTPUT_COLUMNS)
+    assertDataFrameEqual(result, expected, rtol=1e-12)
