@@ -48,8 +48,12 @@ def parse_number(text: Column) -> Column:
     return F.when(text.rlike(NUMERIC_TEXT), F.trim(text).cast("double"))
 
 
+def _finite(value: Column) -> Column:
+    return value.isNotNull() & ~F.isnan(value) & (F.abs(value) != F.lit(float("inf")))
+
+
 def _problem(text: Column, value: Column, prefix: str, *, negative_is_bad: bool) -> Column:
-    finite = ~F.isnan(value) & (F.abs(value) != F.lit(float("inf")))
+    finite = _finite(value)
     problem = (
         F.when(text.isNull(), F.lit(f"{prefix}_missing"))
         .when(value.isNull(), F.lit(f"{prefix}_not_numeric"))
@@ -126,7 +130,7 @@ def daily_closes(cmc: DataFrame, symbol: str) -> DataFrame:
     return (
         cmc.where(F.col("symbol") == symbol)
         .withColumn("close", parse_number(F.col("close_text")))
-        .where(F.col("close").isNotNull() & ~F.isnan("close") & (F.abs("close") != F.lit(float("inf"))))
+        .where(_finite(F.col("close")))
         .withColumn("date", F.to_date("data_timestamp"))
         .withColumn("_rank", F.row_number().over(latest))
         .where(F.col("_rank") == 1)
@@ -145,7 +149,7 @@ def as_of_exogenous(dates: DataFrame, eth: DataFrame, btc: DataFrame, gas: DataF
         .distinct()
         .join(eth.withColumnRenamed("close", "eth_close"), "date", "full")
         .join(btc.withColumnRenamed("close", "btc_close"), "date", "full")
-        .join(gas.select("date", "gas_gwei"), "date", "full")
+        .join(gas.where(_finite(F.col("gas_gwei"))).select("date", "gas_gwei"), "date", "full")
     )
     before = Window.orderBy("date").rowsBetween(Window.unboundedPreceding, -1)
     up_to = Window.orderBy("date").rowsBetween(Window.unboundedPreceding, Window.currentRow)
