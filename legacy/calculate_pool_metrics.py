@@ -478,6 +478,7 @@ def run(
     start: dt.date | None = None,
     end: dt.date | None = None,
     target_table: str = DEFAULT_TARGET_TABLE,
+    replace_range: bool = False,
 ) -> dict[str, Any]:
     """Computes the metrics of days [start, end] and upserts them into ``target_table`` in one transaction.
 
@@ -489,12 +490,17 @@ def run(
         start: First day to write (None: from the first observation).
         end: Last day to write, inclusive (None: to the last observation).
         target_table: ``pool_daily_metrics_legacy`` (shadow, created if missing) or ``pool_daily_metrics``.
+        replace_range: Delete the target's rows in [start, end] first (same transaction), so that a shadow table
+            holds exactly this run's rows for the range (rows of an earlier run that would no longer be produced
+            must not show up in the parity comparison). Refused on the production table: it would drop forecasts.
 
     Returns:
         ``pools`` (pools with at least one row written), ``rows_written``, ``rejected`` and ``tvl_nulled``
         (counts by reason, days in [start, end] only), ``target_table``, ``start``, ``end``.
     """
     check_table_name(target_table)
+    if replace_range and target_table == PRODUCTION_TABLE:
+        raise ValueError(f"replace_range would delete rows (and forecasts) of {PRODUCTION_TABLE}; use a shadow table")
     if start is not None and end is not None and start > end:
         raise ValueError(f"start {start} is after end {end}")
     read_from = start - dt.timedelta(days=LOOKBACK_DAYS) if start is not None else None
@@ -521,6 +527,8 @@ def run(
 
             pg = conn.connection.driver_connection
             ensure_target_table(pg, target_table)
+            if replace_range:
+                _delete_range(pg, target_table, start, end)
             rows_written = write_metrics(pg, metrics, target_table)
     finally:
         engine.dispose()
@@ -534,6 +542,16 @@ def run(
         "start": start.isoformat() if start else None,
         "end": end.isoformat() if end else None,
     }
+
+
+def _delete_range(conn: PgConnection, target_table: str, start: dt.date | None, end: dt.date | None) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE (%s::date IS NULL OR date >= %s) AND (%s::date IS NULL OR date <= %s)"
+            ).format(sql.Identifier(target_table)),
+            (start, start, end, end),
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.local_run import LocalRun, LocalRunFailed, run_local
 from pipelines.settings import COMPILED_DIR, LOCAL_DIR
 from spark_src.common.config import DbConfig
 
@@ -57,21 +58,61 @@ def compile_command(out_dir: Path) -> None:
         click.echo(f"wrote {path}")
 
 
-def _print_run(result, fingerprint=None) -> None:
-    staging = result.metadata("metrics_staging")
-    promoted = result.metadata("metrics_promoted")
+def _counts(metadata: dict) -> dict:
+    """KFP may store numbers in artifact metadata as floats; counts read better as integers."""
+    return {
+        k: _counts(v) if isinstance(v, dict) else int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in metadata.items()
+    }
+
+
+def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
+    staging = _counts(run.metadata("run-spark-job-local", "staging"))
     click.echo(
-        f"pool metrics: {staging['pools']} pools, {staging['rows_written']} rows written to staging "
-        f"({staging['seconds']} s); rejected {json.dumps(staging['rejected'])}; "
+        f"pool metrics (Spark): {staging['pools']} pools, {staging['rows_written']} rows written to "
+        f"{staging['staging_table']} ({staging['seconds']} s); rejected {json.dumps(staging['rejected'])}; "
         f"tvl set NULL {json.dumps(staging['tvl_nulled'])}; "
         f"{staging['observations_superseded']} superseded same-day observations"
     )
-    click.echo(
-        f"upsert into {promoted['table']}: {promoted['inserted']} inserted, {promoted['updated']} updated, "
-        f"{promoted['unchanged']} unchanged"
-    )
+    legacy = run.artifact("run-legacy-metrics", "shadow")
+    if legacy:
+        meta = _counts(legacy["metadata"])
+        click.echo(
+            f"pool metrics (legacy pandas): {meta['pools']} pools, {meta['rows_written']} rows -> {legacy['uri']}"
+        )
+    parity = run.artifact("evaluate-metrics-parity", "parity")
+    if parity:
+        meta = _counts(parity["metadata"])
+        verdict = "PASS" if meta.get("parity_pass") == 1 else "FAIL"
+        click.secho(
+            f"parity gate: {verdict}: {meta['parity_rows_compared']} rows compared, "
+            f"{meta['parity_rows_missing_in_spark']} missing in Spark, {meta['parity_rows_missing_in_legacy']} "
+            f"missing in legacy, {meta['parity_cells_mismatched']} cells beyond tolerance",
+            fg="green" if verdict == "PASS" else "red",
+        )
+    promoted = run.artifact("upsert-staging", "promoted")
+    if promoted:
+        meta = _counts(promoted["metadata"])
+        click.echo(
+            f"upsert into {meta['table']}: {meta['inserted']} inserted, {meta['updated']} updated, "
+            f"{meta['unchanged']} unchanged"
+        )
     if fingerprint:
         click.echo(f"pool_daily_metrics: {fingerprint[0]} rows, md5 {fingerprint[1]}")
+    click.echo(f"run outputs: {run.run_dir}")
+
+
+def _run_or_report(db: DbConfig, **kwargs) -> LocalRun:
+    """Runs the local pipeline; on failure prints what the run left (parity report) and exits non-zero."""
+    try:
+        return run_local(db, **kwargs)
+    except LocalRunFailed as failure:
+        click.secho(str(failure), fg="red", err=True)
+        report = failure.run.file("evaluate-metrics-parity", "report")
+        if report:
+            click.secho(f"parity report: {report}", fg="red", err=True)
+        click.secho("nothing was promoted into pool_daily_metrics", fg="red", err=True)
+        raise SystemExit(1) from None
 
 
 @cli.command("run-local")
@@ -79,15 +120,21 @@ def _print_run(result, fingerprint=None) -> None:
 @click.option("--password-secret", default=None, help="Secret reference of the password (default env:DB_PASSWORD).")
 @click.option("--start", default="", help="First day (ISO date); default: all.")
 @click.option("--end", default="", help="Last day (ISO date, inclusive); default: all.")
-def run_local_command(database_url: str | None, password_secret: str | None, start: str, end: str) -> None:
+@click.option(
+    "--compare-with-legacy/--no-compare-with-legacy",
+    default=True,
+    show_default=True,
+    help="Gate the promotion on parity with the legacy pandas job.",
+)
+def run_local_command(
+    database_url: str | None, password_secret: str | None, start: str, end: str, compare_with_legacy: bool
+) -> None:
     """Run the local pipeline against an existing PostgreSQL (its schema and raw data in place)."""
-    from pipelines.local_run import run_local
-
     db = DbConfig.from_url(database_url, password_secret or "env:DB_PASSWORD") if database_url else DbConfig.from_env()
     started = _step(f"running the local pipeline against {db.url}")
-    result = run_local(db, start=start, end=end)
+    run = _run_or_report(db, start=start, end=end, compare_with_legacy=compare_with_legacy)
     _done(started)
-    _print_run(result)
+    _print_run(run)
 
 
 @cli.command("demo")
@@ -109,7 +156,7 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
     from database.embedded import embedded_postgres
     from database.schema import init_schema
     from database.synthetic import SyntheticSpec, generate, load
-    from pipelines.local_run import run_local, table_fingerprint
+    from pipelines.local_run import table_fingerprint
 
     with contextlib.ExitStack() as stack:
         if database_url:
@@ -132,11 +179,12 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
 
         fingerprints = []
         for run in range(1, runs + 1):
-            started = _step(f"pipeline run {run}/{runs} (kfp.local; first run downloads the JDBC driver)")
-            result = run_local(db)
+            note = " (kfp.local; the first run on a machine downloads the JDBC driver)" if run == 1 else ""
+            started = _step(f"pipeline run {run}/{runs}{note}")
+            run_result = _run_or_report(db)
             _done(started)
             fingerprints.append(table_fingerprint(engine))
-            _print_run(result, fingerprints[-1])
+            _print_run(run_result, fingerprints[-1])
         if runs > 1:
             same = len(set(fingerprints)) == 1
             click.secho(f"pool_daily_metrics identical across runs: {same}", fg="green" if same else "red", bold=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,39 +14,99 @@ from sqlalchemy import Engine, text
 from pipelines.settings import LOCAL_DIR
 from spark_src.common.config import DbConfig
 
-PIPELINE_ROOT = LOCAL_DIR / "pipeline_root"
+RUNS_DIR = LOCAL_DIR / "runs"
 
 
 @dataclass(frozen=True)
-class LocalRunResult:
-    """What a local run produced: the artifacts' URIs and metadata (the run's summary)."""
+class LocalRun:
+    """A local run's folder: every task's ``executor_output.json`` (artifact URIs, metadata, parameters)."""
 
-    outputs: dict[str, dict]
+    run_dir: Path
 
-    def metadata(self, name: str) -> dict:
-        return self.outputs[name]["metadata"]
+    def tasks(self) -> dict[str, dict]:
+        """{task name: {"artifacts": {name: {"uri", "metadata"}}, "parameters": {...}}} of the tasks that ran."""
+        found = {}
+        for output in sorted(self.run_dir.glob("*/executor_output.json")):
+            raw = json.loads(output.read_text())
+            artifacts = {
+                name: {
+                    "uri": entry["artifacts"][0].get("uri", ""),
+                    "metadata": entry["artifacts"][0].get("metadata", {}),
+                }
+                for name, entry in raw.get("artifacts", {}).items()
+            }
+            found[output.parent.name] = {"artifacts": artifacts, "parameters": raw.get("parameterValues", {})}
+        return found
+
+    def artifact(self, task_prefix: str, name: str) -> dict | None:
+        """The artifact ``name`` of the (first) task whose name starts with ``task_prefix``, if it ran."""
+        for task, outputs in self.tasks().items():
+            if task.startswith(task_prefix) and name in outputs["artifacts"]:
+                return outputs["artifacts"][name]
+        return None
+
+    def metadata(self, task_prefix: str, name: str) -> dict:
+        artifact = self.artifact(task_prefix, name)
+        if artifact is None:
+            raise KeyError(f"no task {task_prefix}* with output {name} in {self.run_dir}")
+        return artifact["metadata"]
+
+    def file(self, task_prefix: str, name: str) -> Path | None:
+        """Local path of a file artifact (e.g. a Markdown report)."""
+        for task_dir in sorted(self.run_dir.glob(f"{task_prefix}*")):
+            for path in task_dir.rglob(name):
+                if path.is_file():
+                    return path
+        return None
 
 
-def run_local(db: DbConfig, *, start: str = "", end: str = "", pipeline_root: Path = PIPELINE_ROOT) -> LocalRunResult:
-    """Runs the local variant of the pipeline against ``db`` and returns its outputs.
+class LocalRunFailed(RuntimeError):
+    def __init__(self, run: LocalRun, cause: BaseException):
+        super().__init__(f"the local pipeline run failed: {cause}")
+        self.run = run
+
+
+def run_local(
+    db: DbConfig,
+    *,
+    start: str = "",
+    end: str = "",
+    compare_with_legacy: bool = True,
+    runs_dir: Path = RUNS_DIR,
+) -> LocalRun:
+    """Runs the local variant of the pipeline against ``db``; each run gets its own pipeline-root folder.
 
     Raises:
-        RuntimeError: when a task fails (kfp.local raises by default; we also check the outputs exist,
-            since some kfp versions reported failed local tasks as successful, kubeflow/pipelines#13332).
+        LocalRunFailed: a task failed (its outputs written so far, e.g. the parity report, stay readable).
     """
     from kfp import local
 
     from pipelines.pool_pipeline import pool_pipeline
 
-    pipeline_root.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    pipeline_root = runs_dir / f"{stamp}-{secrets.token_hex(3)}"
+    pipeline_root.mkdir(parents=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    task = pool_pipeline(database_url=db.url, password_secret=db.password_secret, start=start, end=end)
-    outputs = {}
-    for name, artifact in task.outputs.items():
-        if not artifact.metadata:
-            raise RuntimeError(f"pipeline output {name} has no metadata: a task did not complete")
-        outputs[name] = {"uri": artifact.uri, "metadata": dict(artifact.metadata)}
-    return LocalRunResult(outputs)
+    try:
+        pool_pipeline(
+            database_url=db.url,
+            password_secret=db.password_secret,
+            start=start,
+            end=end,
+            compare_with_legacy=compare_with_legacy,
+        )
+    except Exception as err:  # kfp.local raises RuntimeError for a failed task
+        raise LocalRunFailed(_single_run(pipeline_root), err) from err
+    run = _single_run(pipeline_root)
+    # Do not trust the reported status alone (kubeflow/pipelines#13332): the promotion must have written output.
+    if run.artifact("upsert-staging", "promoted") is None:
+        raise LocalRunFailed(run, RuntimeError("the upsert task left no output"))
+    return run
+
+
+def _single_run(pipeline_root: Path) -> LocalRun:
+    children = [p for p in pipeline_root.iterdir() if p.is_dir()]
+    return LocalRun(children[0] if len(children) == 1 else pipeline_root)
 
 
 def table_fingerprint(engine: Engine, table: str = "pool_daily_metrics") -> tuple[int, str]:

@@ -1,0 +1,45 @@
+"""Runs the legacy pandas pool-metrics job into a shadow table: the reference the parity gate compares with."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects of components.
+
+from kfp import dsl
+
+from pipelines.settings import COMPONENT_BASE_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+def run_legacy_metrics(
+    database_url: str,
+    shadow: dsl.Output[dsl.Dataset],
+    shadow_table: str = "pool_daily_metrics_legacy",
+    start: str = "",
+    end: str = "",
+    password_secret: str = "env:DB_PASSWORD",
+    run_id: str = "",
+) -> None:
+    """Computes the run's date range with the legacy pandas job into a shadow table (the range is replaced).
+
+    Args:
+        database_url: Password-less ``postgresql://user@host:port/db``.
+        shadow: Output; uri names the shadow table, metadata is the legacy job's summary.
+        shadow_table: Shadow table with the production schema (created if missing); never the production table.
+        start: First day (ISO date) or empty for all.
+        end: Last day (ISO date, inclusive) or empty for all.
+        password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
+        run_id: The pipeline run, recorded in the output's metadata.
+    """
+    import datetime as dt
+
+    from legacy.calculate_pool_metrics import run
+    from spark_src.common.config import DbConfig
+
+    db = DbConfig.from_url(database_url, password_secret)
+    summary = run(
+        db,
+        start=dt.date.fromisoformat(start) if start else None,
+        end=dt.date.fromisoformat(end) if end else None,
+        target_table=shadow_table,
+        replace_range=True,
+    )
+    shadow.uri = db.table_uri(shadow_table)
+    shadow.metadata.update({**summary, "run_id": run_id})

@@ -1,0 +1,176 @@
+"""The whole local pipeline (kfp.local, real Spark, real PostgreSQL) on a small synthetic set.
+
+The resulting table is checked against an oracle written in PostgreSQL's own SQL (window frames with
+RANGE intervals, LATERAL as-of lookups), an implementation independent of the Spark code under test.
+Run status is not trusted (kubeflow/pipelines#13332): the checks read outputs and tables.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from sqlalchemy import text
+
+from database.synthetic import SyntheticSpec, generate, load
+from pipelines.local_run import LocalRunFailed, run_local, table_fingerprint
+from spark_src.pool_metrics.transforms import METRIC_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+NUMBER = r"^\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity)|[+-]?nan)\s*$"
+ORACLE_SQL = """
+WITH observations AS (
+    SELECT h.pool_id, (h."timestamp" AT TIME ZONE 'UTC')::date AS date,
+           h.raw_json_data->>'apy' AS apy_text, h.raw_json_data->>'tvlUsd' AS tvl_text,
+           row_number() OVER (PARTITION BY h.pool_id, (h."timestamp" AT TIME ZONE 'UTC')::date
+                              ORDER BY h."timestamp" DESC, h.id DESC) AS latest
+    FROM raw_defillama_pool_history h JOIN pools p USING (pool_id)
+    WHERE p.is_active
+), parsed AS (
+    SELECT pool_id, date,
+           CASE WHEN apy_text ~* :number THEN trim(apy_text)::float8 END AS apy,
+           CASE WHEN tvl_text ~* :number THEN trim(tvl_text)::float8 END AS tvl
+    FROM observations WHERE latest = 1
+), kept AS (
+    SELECT pool_id, date, apy,
+           CASE WHEN tvl >= 0 AND tvl < 'Infinity'::float8 THEN tvl END AS tvl  -- NaN sorts above Infinity
+    FROM parsed WHERE apy IS NOT NULL AND apy NOT IN ('NaN', 'Infinity', '-Infinity')
+), closes AS (
+    SELECT DISTINCT ON (symbol, (data_timestamp AT TIME ZONE 'UTC')::date)
+           symbol, (data_timestamp AT TIME ZONE 'UTC')::date AS date, (raw_json_data->'USD'->>'close')::float8 AS close
+    FROM raw_coinmarketcap_ohlcv ORDER BY symbol, (data_timestamp AT TIME ZONE 'UTC')::date, data_timestamp DESC
+), windows AS (
+    SELECT pool_id, date, apy, tvl,
+           avg(apy) OVER w7 AS rolling_apy_7d, stddev_samp(apy) OVER w7 AS stddev_apy_7d,
+           avg(apy) OVER w30 AS rolling_apy_30d, stddev_samp(apy) OVER w30 AS stddev_apy_30d,
+           lag(date) OVER w AS previous_date, lag(apy) OVER w AS previous_apy
+    FROM kept
+    WINDOW w AS (PARTITION BY pool_id ORDER BY date),
+           w7 AS (PARTITION BY pool_id ORDER BY date RANGE BETWEEN INTERVAL '6 days' PRECEDING AND CURRENT ROW),
+           w30 AS (PARTITION BY pool_id ORDER BY date RANGE BETWEEN INTERVAL '29 days' PRECEDING AND CURRENT ROW)
+)
+SELECT w.pool_id, w.date, w.apy AS actual_apy, w.tvl AS actual_tvl, w.rolling_apy_7d, w.rolling_apy_30d,
+       CASE WHEN w.previous_date = w.date - 1 THEN w.apy - w.previous_apy END AS apy_delta_today_yesterday,
+       w.stddev_apy_7d, w.stddev_apy_30d,
+       CASE WHEN w.previous_date = w.date - 1 THEN w.stddev_apy_7d - y.stddev_apy_7d END AS stddev_apy_7d_delta,
+       CASE WHEN w.previous_date = w.date - 1 THEN w.stddev_apy_30d - y.stddev_apy_30d END AS stddev_apy_30d_delta,
+       (SELECT close FROM closes c WHERE c.symbol = 'ETH' AND c.date < w.date ORDER BY c.date DESC LIMIT 1) AS eth_open,
+       (SELECT close FROM closes c WHERE c.symbol = 'BTC' AND c.date < w.date ORDER BY c.date DESC LIMIT 1) AS btc_open,
+       (SELECT actual_avg_gas_gwei::float8 FROM gas_fees_daily g WHERE g.date <= w.date
+        ORDER BY g.date DESC LIMIT 1) AS gas_price_gwei
+FROM windows w LEFT JOIN windows y ON y.pool_id = w.pool_id AND y.date = w.date - 1
+ORDER BY w.pool_id, w.date
+"""
+
+
+def _close(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
+    data = generate(SyntheticSpec(pools=8, days=50, seed=11))
+    load(db, data)
+    with db.begin() as conn:
+        # A forecast already in the table must survive the metrics promotion.
+        conn.execute(
+            text(
+                "INSERT INTO pool_daily_metrics (pool_id, date, forecasted_apy) "
+                "SELECT pool_id, DATE '2026-06-05', 4.2 FROM pools WHERE is_active ORDER BY pool_id LIMIT 1"
+            )
+        )
+
+    first = run_local(db_config)
+
+    with db.connect() as conn:
+        expected = conn.execute(text(ORACLE_SQL), {"number": NUMBER}).mappings().all()
+        actual = (
+            conn.execute(
+                text(
+                    f"SELECT pool_id, date, {', '.join(METRIC_COLUMNS)} FROM pool_daily_metrics "
+                    "WHERE actual_apy IS NOT NULL ORDER BY pool_id, date"
+                )
+            )
+            .mappings()
+            .all()
+        )
+        forecast = conn.execute(
+            text(
+                "SELECT forecasted_apy, actual_apy IS NOT NULL FROM pool_daily_metrics WHERE forecasted_apy IS NOT NULL"
+            )
+        ).all()
+        leftover_staging = conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'stg_%'")).scalar()
+
+    assert len(expected) > 250  # the synthetic set is not trivially small (8 pools x 50 days)
+    assert [(r["pool_id"], r["date"]) for r in actual] == [(r["pool_id"], r["date"]) for r in expected]
+    mismatches = [
+        (e["pool_id"], e["date"], column, a[column], e[column])
+        for a, e in zip(actual, expected, strict=True)
+        for column in METRIC_COLUMNS
+        if not _close(a[column], e[column])
+    ]
+    assert mismatches == []
+    assert forecast == [(4.2, True)]  # the forecast survived and the day's actuals were filled in
+    assert leftover_staging == 0
+
+    staging = first.metadata("run-spark-job-local", "staging")
+    promoted = first.metadata("upsert-staging", "promoted")
+    parity = first.metadata("evaluate-metrics-parity", "parity")
+    assert (parity["parity_pass"], parity["parity_rows_compared"], parity["parity_cells_mismatched"]) == (
+        1,
+        len(expected),
+        0,
+    )
+    assert staging["rows_written"] == len(expected)
+    assert promoted["inserted"] + promoted["updated"] == len(expected)
+    assert promoted["updated"] == 1  # the pre-existing forecast row got its metrics
+    rejected = sum(staging["rejected"].values())
+    assert rejected > 0 and staging["observations_superseded"] > 0
+
+    fingerprint = table_fingerprint(db)
+    # The second run skips the legacy comparison (the pipeline's other branch) and must change nothing.
+    second = run_local(db_config, compare_with_legacy=False)
+    assert table_fingerprint(db) == fingerprint
+    assert second.artifact("evaluate-metrics-parity", "parity") is None
+    again = second.metadata("upsert-staging", "promoted")
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, len(expected))
+
+
+def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
+    load(db, generate(SyntheticSpec(pools=4, days=40, seed=5)))
+    with db.begin() as conn:
+        conn.execute(
+            text("INSERT INTO pool_daily_metrics (pool_id, date, actual_apy) VALUES ('kept', '2026-01-01', 1)")
+        )
+        # Plant a mismatch where the legacy job writes: one cell of its shadow table is nudged on insert.
+        conn.execute(
+            text(
+                """
+                CREATE TABLE pool_daily_metrics_legacy (LIKE pool_daily_metrics INCLUDING ALL);
+                CREATE FUNCTION nudge() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.date = DATE '2026-05-20' AND NEW.pool_id = (SELECT min(pool_id) FROM pools WHERE is_active)
+                    THEN NEW.rolling_apy_7d := NEW.rolling_apy_7d * 1.001; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER nudge BEFORE INSERT ON pool_daily_metrics_legacy FOR EACH ROW EXECUTE FUNCTION nudge();
+                """
+            )
+        )
+    before = table_fingerprint(db)
+
+    with pytest.raises(LocalRunFailed) as failure:
+        run_local(db_config)
+
+    assert table_fingerprint(db) == before  # nothing promoted
+    assert "evaluate-metrics-parity" in str(failure.value)  # the failed task is named
+    run = failure.value.run
+    assert run.artifact("upsert-staging", "promoted") is None
+    # A failed task records no metrics (on Vertex neither); its Markdown report is written before it fails.
+    report = run.file("evaluate-metrics-parity", "report")
+    assert report is not None
+    text_ = report.read_text()
+    assert "Metrics parity: FAIL" in text_ and "| 1 of " in text_
+    assert "rolling_apy_7d" in text_ and "2026-05-20" in text_
