@@ -321,6 +321,9 @@ def fit_and_forecast(
     if n_trials < 1:
         raise ValueError(f"n_trials must be at least 1, got {n_trials}")
     as_of_day = pd.Timestamp(as_of)
+    # Bootstrap samples are drawn by row position: a fixed row order makes the forecasts independent of the
+    # order the database returned the rows in.
+    features = features.sort_values(["date", "pool_id"])
     to_forecast = features[features["date"] == as_of_day].sort_values("pool_id")
     training = features[(features["date"] < as_of_day) & features["target_apy"].notna()]
     if to_forecast.empty:
