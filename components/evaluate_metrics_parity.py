@@ -40,6 +40,7 @@ def evaluate_metrics_parity(
     abs_tol: float = 1e-12,
     fail_on_mismatch: bool = True,
     worst_rows: int = 10,
+    enabled: bool = True,
 ) -> NamedTuple("ParityVerdict", verdict=str):
     """Compares the Spark metrics of [start, end] with the legacy job's, key by key and cell by cell.
 
@@ -73,9 +74,12 @@ def evaluate_metrics_parity(
             and against 0 any relative tolerance is zero.
         fail_on_mismatch: Raise after writing the outputs when the verdict is "fail" (fails the pipeline).
         worst_rows: How many worst differing cells (and missing keys per side) the report lists.
+        enabled: False turns the gate off for the run (``compare_with_legacy=False``): nothing is read, the
+            report says so, and the verdict is "skipped". A parameter rather than a dsl.If around the task,
+            because the promotion after it must run either way and KFP cannot depend on a conditional task.
 
     Returns:
-        verdict: "pass" or "fail", for a pipeline that branches on the result instead of failing.
+        verdict: "pass", "fail" or "skipped".
     """
     import datetime as dt
     import logging
@@ -89,6 +93,12 @@ def evaluate_metrics_parity(
     from spark_src.common.config import DbConfig
 
     log = logging.getLogger("evaluate_metrics_parity")
+    if not enabled:
+        Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report.path).write_text("# Metrics parity: SKIPPED\n\nThe comparison with legacy is off for this run.\n")
+        parity.log_metric("parity_skipped", 1.0)
+        log.info("metrics parity skipped (compare_with_legacy is off)")
+        return namedtuple("ParityVerdict", ["verdict"])("skipped")
     identifier = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
     for name in [spark_table, legacy_table, *columns]:
         if not isinstance(name, str) or not identifier.match(name):

@@ -1,4 +1,5 @@
-"""Names every per-run resource (staging tables) from the pipeline job id, so two runs never share one."""
+"""Names every per-run resource (staging tables, model directory) from the pipeline job id, so two runs never
+share one."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects of components.
 
@@ -10,21 +11,43 @@ from pipelines.settings import COMPONENT_BASE_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_BASE_IMAGE)
-def make_run_context(pipeline_job_id: str) -> NamedTuple("RunContext", run_id=str, metrics_staging_table=str):
-    """Derives the run id and the run's staging table names.
+def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
+    "RunContext",
+    run_id=str,
+    metrics_staging_table=str,
+    forecast_staging_table=str,
+    backtest_staging_table=str,
+    model_dir=str,
+):
+    """Derives the run id and the names of the run's staging tables and model directory.
 
     Args:
         pipeline_job_id: The pipeline job's unique id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``).
+        model_root: Where models go (``gs://bucket/models`` on Vertex); empty: ``.local/models`` here.
 
     Returns:
         run_id: Lower-case alphanumerics of the job id (at most 40), usable in table names and batch ids.
-        metrics_staging_table: Staging table of the pool-metrics job for this run.
+        metrics_staging_table: Staging table of the pool-metrics job.
+        forecast_staging_table: Staging table of the forecasts for as_of + 1.
+        backtest_staging_table: Staging table of the backtest forecasts.
+        model_dir: The run's model directory under ``model_root``.
     """
     import re
     from collections import namedtuple
+    from pathlib import Path
 
     run_id = re.sub(r"[^a-z0-9]", "", pipeline_job_id.lower())[-40:]
     if not run_id:
         raise ValueError(f"pipeline job id {pipeline_job_id!r} has no letters or digits to name a run with")
-    context = namedtuple("RunContext", ["run_id", "metrics_staging_table"])
-    return context(run_id, f"stg_pool_metrics_{run_id}")
+    root = model_root.rstrip("/") if model_root else str(Path(".local", "models").resolve())
+    context = namedtuple(
+        "RunContext",
+        ["run_id", "metrics_staging_table", "forecast_staging_table", "backtest_staging_table", "model_dir"],
+    )
+    return context(
+        run_id,
+        f"stg_pool_metrics_{run_id}",
+        f"stg_forecast_{run_id}",
+        f"stg_backtest_{run_id}",
+        f"{root}/{run_id}",
+    )

@@ -16,6 +16,7 @@ def run_legacy_metrics(
     end: str = "",
     password_secret: str = "env:DB_PASSWORD",
     run_id: str = "",
+    enabled: bool = True,
 ) -> None:
     """Computes the run's date range with the legacy pandas job into a shadow table (the range is replaced).
 
@@ -27,6 +28,7 @@ def run_legacy_metrics(
         end: Last day (ISO date, inclusive) or empty for all.
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
         run_id: The pipeline run, recorded in the output's metadata.
+        enabled: False skips the job (``compare_with_legacy=False``); the output's metadata says so.
     """
     import datetime as dt
 
@@ -34,6 +36,10 @@ def run_legacy_metrics(
     from spark_src.common.config import DbConfig
 
     db = DbConfig.from_url(database_url, password_secret)
+    shadow.uri = db.table_uri(shadow_table)
+    if not enabled:
+        shadow.metadata.update({"skipped": True, "run_id": run_id})
+        return
     summary = run(
         db,
         start=dt.date.fromisoformat(start) if start else None,
@@ -41,5 +47,4 @@ def run_legacy_metrics(
         target_table=shadow_table,
         replace_range=True,
     )
-    shadow.uri = db.table_uri(shadow_table)
     shadow.metadata.update({**summary, "run_id": run_id})

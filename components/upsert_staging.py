@@ -21,6 +21,7 @@ def upsert_staging(
     key_columns: list = ["pool_id", "date"],  # KFP compiles the default; it is not a shared mutable
     password_secret: str = "env:DB_PASSWORD",
     run_id: str = "",
+    drop_staging: bool = True,
 ) -> None:
     """Upserts ``staging_table`` into ``target_table`` and drops the staging table, all in one transaction.
 
@@ -38,6 +39,7 @@ def upsert_staging(
         key_columns: The target's conflict key.
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
         run_id: The pipeline run, recorded in the output's metadata.
+        drop_staging: Drop the staging table in the same transaction (False when another upsert reads it next).
     """
     import logging
     import re
@@ -90,7 +92,8 @@ def upsert_staging(
                     f"{staging_table} holds {staging_rows - distinct_keys} duplicate ({keys}) keys; nothing promoted"
                 )
             inserted, updated = conn.execute(text(upsert_sql)).one()
-            conn.execute(text(f'DROP TABLE "{staging_table}"'))
+            if drop_staging:
+                conn.execute(text(f'DROP TABLE "{staging_table}"'))
     finally:
         engine.dispose()
 

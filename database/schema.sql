@@ -55,3 +55,18 @@ CREATE TABLE IF NOT EXISTS pool_daily_metrics (
     updated_at                 timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pool_id, date)
 );
+
+-- Every forecast of every run (production forecasts for as_of + 1 and backtests on holdout as-of dates), for
+-- backtests and model comparison. `forecast_date` is the day forecast; `as_of` the last day of actuals used.
+CREATE TABLE IF NOT EXISTS pool_forecast_history (
+    pool_id         text NOT NULL,
+    forecast_date   date NOT NULL,
+    model           text NOT NULL,
+    run_id          text NOT NULL,
+    as_of           date NOT NULL,
+    forecasted_apy  double precision,
+    forecasted_tvl  double precision,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pool_id, forecast_date, model, run_id)
+);

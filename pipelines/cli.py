@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from pipelines import local_run as lr
 from pipelines.local_run import LocalRun, LocalRunFailed, run_local
 from pipelines.settings import COMPILED_DIR, LOCAL_DIR
 from spark_src.common.config import DbConfig
@@ -67,36 +68,59 @@ def _counts(metadata: dict) -> dict:
 
 
 def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
-    staging = _counts(run.metadata("run-spark-job-local", "staging"))
+    staging = _counts(run.metadata(lr.METRICS_TASK, "staging"))
     click.echo(
         f"pool metrics (Spark): {staging['pools']} pools, {staging['rows_written']} rows written to "
         f"{staging['staging_table']} ({staging['seconds']} s); rejected {json.dumps(staging['rejected'])}; "
         f"tvl set NULL {json.dumps(staging['tvl_nulled'])}; "
         f"{staging['observations_superseded']} superseded same-day observations"
     )
-    legacy = run.artifact("run-legacy-metrics", "shadow")
-    if legacy:
+    legacy = run.artifact(lr.LEGACY_METRICS_TASK, "shadow")
+    if legacy and not legacy["metadata"].get("skipped"):
         meta = _counts(legacy["metadata"])
         click.echo(
             f"pool metrics (legacy pandas): {meta['pools']} pools, {meta['rows_written']} rows -> {legacy['uri']}"
         )
-    parity = run.artifact("evaluate-metrics-parity", "parity")
-    if parity:
+    parity = run.artifact(lr.PARITY_TASK, "parity")
+    if parity and "parity_pass" in parity["metadata"]:
         meta = _counts(parity["metadata"])
-        verdict = "PASS" if meta.get("parity_pass") == 1 else "FAIL"
+        verdict = "PASS" if meta["parity_pass"] == 1 else "FAIL"
         click.secho(
             f"parity gate: {verdict}: {meta['parity_rows_compared']} rows compared, "
             f"{meta['parity_rows_missing_in_spark']} missing in Spark, {meta['parity_rows_missing_in_legacy']} "
             f"missing in legacy, {meta['parity_cells_mismatched']} cells beyond tolerance",
             fg="green" if verdict == "PASS" else "red",
         )
-    promoted = run.artifact("upsert-staging", "promoted")
-    if promoted:
-        meta = _counts(promoted["metadata"])
+    elif parity:
+        click.echo("parity gate: skipped (compare_with_legacy is off)")
+    for task, label in ((lr.METRICS_UPSERT_TASK, "metrics"), (lr.FORECAST_UPSERT_TASK, "forecasts")):
+        promoted = run.artifact(task, "promoted")
+        if promoted:
+            meta = _counts(promoted["metadata"])
+            click.echo(
+                f"upsert of {label} into {meta['table']}: {meta['inserted']} inserted, {meta['updated']} updated, "
+                f"{meta['unchanged']} unchanged"
+            )
+    forecast = run.artifact(lr.FORECAST_TASK, "forecasts")
+    model = run.artifact(lr.FORECAST_TASK, "model")
+    if forecast and model:
+        meta = _counts(forecast["metadata"])
         click.echo(
-            f"upsert into {meta['table']}: {meta['inserted']} inserted, {meta['updated']} updated, "
-            f"{meta['unchanged']} unchanged"
+            f"forecast (SynapseML LightGBM): {meta['pools_forecast']} pools for {meta['forecast_date']} "
+            f"(as of {meta['as_of']}, {meta['training_rows']} training rows); model {model['uri']}"
         )
+    evaluation = run.artifact(lr.LAST_TASK, "forecast_metrics")
+    if evaluation:
+        meta = _counts(evaluation["metadata"])
+        rows = meta.get("forecast_rows_evaluated_apy")
+        click.echo(f"forecast evaluation on {rows} holdout rows (next-day APY, percentage points):")
+        for name in ("spark", "legacy", "naive"):
+            click.echo(
+                f"  {name:<7} MAE {meta.get(f'forecast_{name}_apy_mae', float('nan')):.4f}  "
+                f"RMSE {meta.get(f'forecast_{name}_apy_rmse', float('nan')):.4f}  "
+                f"WAPE {meta.get(f'forecast_{name}_apy_wape', float('nan')):.4f}   "
+                f"TVL WAPE {meta.get(f'forecast_{name}_tvl_wape', float('nan')):.4f}"
+            )
     if fingerprint:
         click.echo(f"pool_daily_metrics: {fingerprint[0]} rows, md5 {fingerprint[1]}")
     click.echo(f"run outputs: {run.run_dir}")
@@ -108,10 +132,12 @@ def _run_or_report(db: DbConfig, **kwargs) -> LocalRun:
         return run_local(db, **kwargs)
     except LocalRunFailed as failure:
         click.secho(str(failure), fg="red", err=True)
-        report = failure.run.file("evaluate-metrics-parity", "report")
-        if report:
-            click.secho(f"parity report: {report}", fg="red", err=True)
-        click.secho("nothing was promoted into pool_daily_metrics", fg="red", err=True)
+        for task in (lr.PARITY_TASK, lr.LAST_TASK):
+            report = failure.run.file(task, "report")
+            if report:
+                click.secho(f"{task} report: {report}", fg="red", err=True)
+        if failure.run.artifact(lr.METRICS_UPSERT_TASK, "promoted") is None:
+            click.secho("nothing was promoted into pool_daily_metrics", fg="red", err=True)
         raise SystemExit(1) from None
 
 

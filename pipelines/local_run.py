@@ -15,6 +15,14 @@ from pipelines.settings import LOCAL_DIR
 from spark_src.common.config import DbConfig
 
 RUNS_DIR = LOCAL_DIR / "runs"
+# Compiled task names (KFP numbers repeated components: upsert-staging, upsert-staging-2, …).
+METRICS_TASK = "run-pool-metrics-local"
+LEGACY_METRICS_TASK = "run-legacy-metrics"
+PARITY_TASK = "evaluate-metrics-parity"
+METRICS_UPSERT_TASK = "upsert-staging"
+FORECAST_TASK = "run-forecast-local"
+FORECAST_UPSERT_TASK = "upsert-staging-2"
+LAST_TASK = "evaluate-forecasts"
 
 
 @dataclass(frozen=True)
@@ -38,26 +46,20 @@ class LocalRun:
             found[output.parent.name] = {"artifacts": artifacts, "parameters": raw.get("parameterValues", {})}
         return found
 
-    def artifact(self, task_prefix: str, name: str) -> dict | None:
-        """The artifact ``name`` of the (first) task whose name starts with ``task_prefix``, if it ran."""
-        for task, outputs in self.tasks().items():
-            if task.startswith(task_prefix) and name in outputs["artifacts"]:
-                return outputs["artifacts"][name]
-        return None
+    def artifact(self, task: str, name: str) -> dict | None:
+        """The artifact ``name`` of ``task`` (the compiled task name, e.g. ``upsert-staging-2``), if it ran."""
+        return self.tasks().get(task, {}).get("artifacts", {}).get(name)
 
-    def metadata(self, task_prefix: str, name: str) -> dict:
-        artifact = self.artifact(task_prefix, name)
+    def metadata(self, task: str, name: str) -> dict:
+        artifact = self.artifact(task, name)
         if artifact is None:
-            raise KeyError(f"no task {task_prefix}* with output {name} in {self.run_dir}")
+            raise KeyError(f"task {task} has no output {name} in {self.run_dir}")
         return artifact["metadata"]
 
-    def file(self, task_prefix: str, name: str) -> Path | None:
-        """Local path of a file artifact (e.g. a Markdown report)."""
-        for task_dir in sorted(self.run_dir.glob(f"{task_prefix}*")):
-            for path in task_dir.rglob(name):
-                if path.is_file():
-                    return path
-        return None
+    def file(self, task: str, name: str) -> Path | None:
+        """Local path of a file artifact (e.g. a Markdown report), also of a task that failed."""
+        task_dir = self.run_dir / task
+        return next((p for p in sorted(task_dir.rglob(name)) if p.is_file()), None) if task_dir.is_dir() else None
 
 
 class LocalRunFailed(RuntimeError):
@@ -73,8 +75,11 @@ def run_local(
     end: str = "",
     compare_with_legacy: bool = True,
     runs_dir: Path = RUNS_DIR,
+    **pipeline_params,
 ) -> LocalRun:
     """Runs the local variant of the pipeline against ``db``; each run gets its own pipeline-root folder.
+
+    ``pipeline_params`` are further parameters of :func:`pipelines.pool_pipeline.pool_pipeline`.
 
     Raises:
         LocalRunFailed: a task failed (its outputs written so far, e.g. the parity report, stay readable).
@@ -94,13 +99,14 @@ def run_local(
             start=start,
             end=end,
             compare_with_legacy=compare_with_legacy,
+            **pipeline_params,
         )
     except Exception as err:  # kfp.local raises RuntimeError for a failed task
         raise LocalRunFailed(_single_run(pipeline_root), err) from err
     run = _single_run(pipeline_root)
     # Do not trust the reported status alone (kubeflow/pipelines#13332): the promotion must have written output.
-    if run.artifact("upsert-staging", "promoted") is None:
-        raise LocalRunFailed(run, RuntimeError("the upsert task left no output"))
+    if run.artifact(LAST_TASK, "forecast_metrics") is None:
+        raise LocalRunFailed(run, RuntimeError(f"the last task ({LAST_TASK}) left no output"))
     return run
 
 

@@ -59,7 +59,7 @@ def spark():
 
     session = build_session(
         "tests",
-        jars=jars.resolve_all([jars.JDBC_DRIVER]),
+        jars=jars.resolve_all([jars.JDBC_DRIVER, *jars.SYNAPSEML_LIGHTGBM]),
         extra_conf={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
     )
     yield session

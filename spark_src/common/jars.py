@@ -29,8 +29,10 @@ class MavenArtifact:
     group: str
     artifact: str
     version: str
-    # Artifacts (group:artifact) of the transitive closure to leave out, e.g. what pyspark already ships.
-    exclude: tuple[str, ...] = ()
+    # False: this artifact alone. SynapseML's transitive closure drags in 26 jars (28 MB), ten of them older
+    # copies of what pyspark ships (slf4j-api 1.7 on the classpath silences Spark's logging) and test-only jars;
+    # the four jars LightGBM needs are listed explicitly instead.
+    transitive: bool = True
 
     @property
     def coordinates(self) -> str:
@@ -39,6 +41,22 @@ class MavenArtifact:
 
 # 42.7.2 fixed CVE-2024-1597 (SQL injection with preferQueryMode=simple); 42.7.8 is current and tested here.
 JDBC_DRIVER = MavenArtifact("org.postgresql", "postgresql", "42.7.8")
+
+# SynapseML 1.1.3 for Spark 3.5 / Scala 2.12: the LightGBM module, its core, the native LightGBM library
+# (x86_64 .so files; needs the system's libgomp) and spray-json (NoClassDefFoundError spray/json/JsonFormat
+# without it). The "synapseml_2.12" bundle is not on Maven Central (only 1.1.0 is).
+SYNAPSEML_LIGHTGBM = [
+    MavenArtifact("com.microsoft.azure", "synapseml-lightgbm_2.12", "1.1.3", transitive=False),
+    MavenArtifact("com.microsoft.azure", "synapseml-core_2.12", "1.1.3", transitive=False),
+    MavenArtifact("com.microsoft.ml.lightgbm", "lightgbmlib", "3.3.510", transitive=False),
+    MavenArtifact("io.spray", "spray-json_2.12", "1.3.5", transitive=False),
+]
+# Classes whose absence makes a LightGBM fit fail late and obscurely ("'JavaPackage' object is not callable").
+SYNAPSEML_CLASSES = [
+    "com.microsoft.azure.synapse.ml.lightgbm.LightGBMRegressor",
+    "com.microsoft.ml.lightgbm.lightgbmlib",
+    "spray.json.JsonFormat",
+]
 
 
 class JarResolutionError(RuntimeError):
@@ -78,6 +96,7 @@ def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Pa
         "-settings", str(settings), "-cache", str(cache_dir / "ivy"),
         "-dependency", artifact.group, artifact.artifact, artifact.version,
         "-confs", "default",
+        *([] if artifact.transitive else ["-notransitive"]),
         "-retrieve", str(target / "[organisation]__[artifact]-[revision](-[classifier]).[ext]"),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
@@ -87,8 +106,7 @@ def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Pa
             f"(the jars are then cached in {cache_dir}), or copy the jars there.\n"
             f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
-    excluded = {e.replace(":", "__") for e in artifact.exclude}
-    jars = sorted(p for p in target.glob("*.jar") if not any(p.name.startswith(e + "-") for e in excluded))
+    jars = sorted(target.glob("*.jar"))
     main_jar = f"{artifact.group}__{artifact.artifact}-{artifact.version}"
     if not any(p.name.startswith(main_jar) for p in jars):
         raise JarResolutionError(f"Ivy reported success but {main_jar}*.jar is not in {target}")
@@ -102,3 +120,21 @@ def resolve_all(artifacts: list[MavenArtifact], cache_dir: Path = DEFAULT_CACHE)
         for jar in resolve(artifact, cache_dir):
             seen.setdefault(jar.name, jar)
     return list(seen.values())
+
+
+def require_classes(spark, classes: list[str], artifacts: list[MavenArtifact]) -> None:
+    """Fails early, naming the Maven coordinates, when a class of ``classes`` is not on Spark's classpath."""
+    utils = spark._jvm.org.apache.spark.util.Utils
+    missing = []
+    for name in classes:
+        try:
+            utils.classForName(name, False, False)
+        except Exception:  # py4j wraps ClassNotFoundException / NoClassDefFoundError
+            missing.append(name)
+    if missing:
+        coordinates = ", ".join(a.coordinates for a in artifacts)
+        raise JarResolutionError(
+            f"classes missing from the Spark classpath: {', '.join(missing)}. They come from {coordinates}: "
+            "locally they are fetched into .cache/jars on first use (network needed once); on Dataproc pass them "
+            "as jar_file_uris (staged in GCS by Cloud Build)."
+        )

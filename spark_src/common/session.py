@@ -48,6 +48,9 @@ def build_session(
             .config("spark.sql.shuffle.partitions", str(cores * 2))
             .config("spark.default.parallelism", str(cores * 2))
             .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "3g"))
+            # Loopback: the host name may resolve to an address that is unreachable offline.
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.warehouse.dir", str(Path(".local") / "spark-warehouse"))

@@ -145,3 +145,44 @@ def test_a_url_with_a_password_is_refused(db_config):
             update_columns=["actual_apy"],
             promoted=dsl.Dataset(name="promoted", uri="", metadata={}),
         )
+
+
+def test_forecast_upserts_create_missing_rows_keep_staging_on_request_and_fill_history(db, db_config):
+    with db.begin() as conn:
+        _insert(conn, "pool_daily_metrics", [_metric_row("p1", 1, 1.0)])
+        conn.execute(
+            text(
+                "CREATE TABLE stg_fc (pool_id text, date date, forecast_date date, as_of date, model text, "
+                "run_id text, forecasted_apy double precision, forecasted_tvl double precision)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO stg_fc VALUES ('p1', '2026-05-01', '2026-05-01', '2026-04-30', 'm', 'r1', 2.5, 10), "
+                "('p2', '2026-05-02', '2026-05-02', '2026-05-01', 'm', 'r1', 3.5, 20)"
+            )
+        )
+    common = {"database_url": db_config.url, "staging_table": "stg_fc", "run_id": "r1"}
+    into_metrics = dsl.Dataset(name="promoted", uri="", metadata={})
+    upsert_staging.python_func(
+        **common, target_table="pool_daily_metrics", update_columns=["forecasted_apy", "forecasted_tvl"],
+        promoted=into_metrics, drop_staging=False,
+    )  # fmt: skip
+    into_history = dsl.Dataset(name="promoted", uri="", metadata={})
+    upsert_staging.python_func(
+        **common, target_table="pool_forecast_history", key_columns=["pool_id", "forecast_date", "model", "run_id"],
+        update_columns=["as_of", "forecasted_apy", "forecasted_tvl"], promoted=into_history,
+    )  # fmt: skip
+
+    assert (into_metrics.metadata["inserted"], into_metrics.metadata["updated"]) == (1, 1)
+    assert (into_history.metadata["inserted"], into_history.metadata["updated"]) == (2, 0)
+    with db.connect() as conn:
+        assert _target(conn) == [
+            ("p1", D(2026, 5, 1), 1.0, 2.5),  # the existing row got its forecast, actuals untouched
+            ("p2", D(2026, 5, 2), None, 3.5),  # a day without metrics yet: the row is created
+        ]
+        history = conn.execute(
+            text("SELECT pool_id, forecast_date, as_of, forecasted_apy FROM pool_forecast_history ORDER BY 1")
+        ).all()
+        assert history == [("p1", D(2026, 5, 1), D(2026, 4, 30), 2.5), ("p2", D(2026, 5, 2), D(2026, 5, 1), 3.5)]
+        assert conn.execute(text("SELECT to_regclass('stg_fc')")).scalar() is None  # dropped by the last upsert

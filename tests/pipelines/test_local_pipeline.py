@@ -7,12 +7,15 @@ Run status is not trusted (kubeflow/pipelines#13332): the checks read outputs an
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from database.synthetic import SyntheticSpec, generate, load
+from pipelines import local_run as lr
 from pipelines.local_run import LocalRunFailed, run_local, table_fingerprint
 from spark_src.pool_metrics.transforms import METRIC_COLUMNS
 
@@ -82,7 +85,7 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
             )
         )
 
-    first = run_local(db_config)
+    first = run_local(db_config, legacy_n_trials=3)
 
     with db.connect() as conn:
         expected = conn.execute(text(ORACLE_SQL), {"number": NUMBER}).mappings().all()
@@ -112,12 +115,12 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
         if not _close(a[column], e[column])
     ]
     assert mismatches == []
-    assert forecast == [(4.2, True)]  # the forecast survived and the day's actuals were filled in
+    assert (4.2, True) in forecast  # the forecast survived and the day's actuals were filled in
     assert leftover_staging == 0
 
-    staging = first.metadata("run-spark-job-local", "staging")
-    promoted = first.metadata("upsert-staging", "promoted")
-    parity = first.metadata("evaluate-metrics-parity", "parity")
+    staging = first.metadata(lr.METRICS_TASK, "staging")
+    promoted = first.metadata(lr.METRICS_UPSERT_TASK, "promoted")
+    parity = first.metadata(lr.PARITY_TASK, "parity")
     assert (parity["parity_pass"], parity["parity_rows_compared"], parity["parity_cells_mismatched"]) == (
         1,
         len(expected),
@@ -129,12 +132,45 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     rejected = sum(staging["rejected"].values())
     assert rejected > 0 and staging["observations_superseded"] > 0
 
+    # Forecasts for as_of + 1 of every forecastable pool (active, kept, with actuals on the as-of day).
+    with db.connect() as conn:
+        as_of = conn.execute(text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")).scalar()
+        forecastable = (
+            conn.execute(
+                text(
+                    "SELECT m.pool_id FROM pool_daily_metrics m JOIN pools p USING (pool_id) "
+                    "WHERE m.date = :d AND m.actual_apy IS NOT NULL AND p.is_active AND NOT p.is_filtered_out "
+                    "ORDER BY 1"
+                ),
+                {"d": as_of},
+            )
+            .scalars()
+            .all()
+        )
+        forecast_rows = conn.execute(
+            text("SELECT pool_id, forecasted_apy, actual_apy FROM pool_daily_metrics WHERE date = :d ORDER BY 1"),
+            {"d": as_of + dt.timedelta(days=1)},
+        ).all()
+        history_models = conn.execute(
+            text("SELECT model, count(*) FROM pool_forecast_history GROUP BY 1 ORDER BY 1")
+        ).all()
+    assert len(forecastable) >= 4
+    assert [r.pool_id for r in forecast_rows] == forecastable
+    assert all(r.actual_apy is None and math.isfinite(r.forecasted_apy) for r in forecast_rows)
+    # history: the as_of + 1 forecasts and 3 holdout dates of Spark, the 3 holdout dates of legacy
+    assert [m for m, _ in history_models] == ["legacy_rf_lgbm", "spark_lgbm_stacked"]
+    model = first.artifact(lr.FORECAST_TASK, "model")
+    assert (Path(model["uri"]) / "model_card.json").exists() and (Path(model["uri"]) / "pipeline_model").is_dir()
+    assert model["metadata"]["training_rows"] > 100
+    evaluation = first.metadata(lr.LAST_TASK, "forecast_metrics")
+    assert evaluation["forecast_holdout_dates"] == 3 and evaluation["forecast_rows_evaluated_apy"] > 10
+
     fingerprint = table_fingerprint(db)
     # The second run skips the legacy comparison (the pipeline's other branch) and must change nothing.
-    second = run_local(db_config, compare_with_legacy=False)
+    second = run_local(db_config, compare_with_legacy=False, legacy_n_trials=3)
     assert table_fingerprint(db) == fingerprint
-    assert second.artifact("evaluate-metrics-parity", "parity") is None
-    again = second.metadata("upsert-staging", "promoted")
+    assert second.metadata(lr.PARITY_TASK, "parity") == {"parity_skipped": 1}
+    again = second.metadata(lr.METRICS_UPSERT_TASK, "promoted")
     assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, len(expected))
 
 
@@ -162,14 +198,15 @@ def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
     before = table_fingerprint(db)
 
     with pytest.raises(LocalRunFailed) as failure:
-        run_local(db_config)
+        run_local(db_config, legacy_n_trials=3)
 
     assert table_fingerprint(db) == before  # nothing promoted
-    assert "evaluate-metrics-parity" in str(failure.value)  # the failed task is named
+    assert lr.PARITY_TASK in str(failure.value)  # the failed task is named
     run = failure.value.run
-    assert run.artifact("upsert-staging", "promoted") is None
+    assert run.artifact(lr.METRICS_UPSERT_TASK, "promoted") is None
+    assert run.artifact(lr.FORECAST_TASK, "forecasts") is None  # nothing after the gate ran
     # A failed task records no metrics (on Vertex neither); its Markdown report is written before it fails.
-    report = run.file("evaluate-metrics-parity", "report")
+    report = run.file(lr.PARITY_TASK, "report")
     assert report is not None
     text_ = report.read_text()
     assert "Metrics parity: FAIL" in text_ and "| 1 of " in text_
