@@ -18,6 +18,8 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
     forecast_staging_table=str,
     backtest_staging_table=str,
     model_dir=str,
+    metrics_batch_id=str,
+    forecast_batch_id=str,
 ):
     """Derives the run id and the names of the run's staging tables and model directory.
 
@@ -31,6 +33,8 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
         forecast_staging_table: Staging table of the forecasts for as_of + 1.
         backtest_staging_table: Staging table of the backtest forecasts.
         model_dir: The run's model directory under ``model_root``.
+        metrics_batch_id: Dataproc batch id of the metrics job (unique per run: a fixed id clashes on rerun).
+        forecast_batch_id: Dataproc batch id of the forecast job.
     """
     import re
     from collections import namedtuple
@@ -42,7 +46,15 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
     root = model_root.rstrip("/") if model_root else str(Path(".local", "models").resolve())
     context = namedtuple(
         "RunContext",
-        ["run_id", "metrics_staging_table", "forecast_staging_table", "backtest_staging_table", "model_dir"],
+        [
+            "run_id",
+            "metrics_staging_table",
+            "forecast_staging_table",
+            "backtest_staging_table",
+            "model_dir",
+            "metrics_batch_id",
+            "forecast_batch_id",
+        ],
     )
     return context(
         run_id,
@@ -50,4 +62,6 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
         f"stg_forecast_{run_id}",
         f"stg_backtest_{run_id}",
         f"{root}/{run_id}",
+        f"pool-metrics-{run_id}",  # Dataproc: 4-63 characters of [a-z0-9-]
+        f"forecast-{run_id}",
     )

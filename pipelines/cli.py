@@ -17,7 +17,7 @@ import click
 
 from pipelines import local_run as lr
 from pipelines.local_run import LocalRun, LocalRunFailed, run_local
-from pipelines.settings import COMPILED_DIR, LOCAL_DIR
+from pipelines.settings import COMPILED_DIR, LOCAL_DIR, GcpSettings
 from spark_src.common.config import DbConfig
 
 
@@ -39,23 +39,39 @@ def cli(verbose: bool) -> None:
     )
 
 
-def compile_pipelines(out_dir: Path = COMPILED_DIR) -> list[Path]:
-    """Compiles every pipeline variant to ``out_dir``; returns the written files."""
+def compile_pipelines(out_dir: Path = COMPILED_DIR, settings: GcpSettings | None = None) -> list[Path]:
+    """Compiles the local and the Vertex variant to ``out_dir``; returns the written files.
+
+    Args:
+        out_dir: Target folder.
+        settings: GCP settings baked into the Vertex variant; default: the documented placeholders, which is
+            what ``compiled/`` holds (Cloud Build compiles with the real ones, from Terraform's outputs).
+    """
     from kfp import compiler
 
-    from pipelines.pool_pipeline import pool_pipeline
+    from pipelines.pool_pipeline import build_pipeline
+    from pipelines.targets import LocalTarget, VertexTarget
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "pool_pipeline_local.yaml"
-    compiler.Compiler().compile(pool_pipeline, str(path))
-    return [path]
+    written = []
+    for name, target in (("local", LocalTarget()), ("vertex", VertexTarget(settings or GcpSettings()))):
+        path = out_dir / f"pool_pipeline_{name}.yaml"
+        compiler.Compiler().compile(build_pipeline(target), str(path))
+        written.append(path)
+    return written
 
 
 @cli.command("compile")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=COMPILED_DIR, show_default=True)
-def compile_command(out_dir: Path) -> None:
-    """Compile the pipeline(s) to YAML."""
-    for path in compile_pipelines(out_dir):
+@click.option(
+    "--settings-from-env",
+    is_flag=True,
+    help="Bake the GCP settings of the environment (GCP_PROJECT, …) into the Vertex variant instead of the "
+    "placeholders committed in compiled/.",
+)
+def compile_command(out_dir: Path, settings_from_env: bool) -> None:
+    """Compile the pipeline (local and Vertex variants) to YAML."""
+    for path in compile_pipelines(out_dir, GcpSettings.from_env() if settings_from_env else None):
         click.echo(f"wrote {path}")
 
 

@@ -4,10 +4,13 @@
                  └─> legacy metrics (pandas, shadow) ─┘                                            │
     ┌──────────────────────────────────────────────────────────────────────────────────────────────┘
     └─> forecast dates ─┬─> forecast (Spark, SynapseML) ─> upsert forecasts ─> upsert history ─┬─> evaluation
-                        └─> legacy forecast (pandas, holdout dates) ─────────────────────────────┘
+                        └─> legacy forecast (pandas, holdout dates) ─────────────────────────────┘   │
+                                                                                   log to experiment <┘
+    + lineage: a Dataset per source, staging and target table, a Model for the forecast model.
 
-``compare_with_legacy=False`` makes the legacy metrics and the parity gate no-ops (the promotion runs
-regardless): a flag rather than dsl.If, since KFP forbids a task after a conditional one.
+One DAG, two targets (``pipelines.targets``): the Spark steps are lightweight components running local Spark
+(kfp.local) or Dataproc Serverless batches (Vertex AI). ``compare_with_legacy=False`` turns the legacy metrics
+and the parity gate into no-ops (a flag rather than dsl.If: KFP forbids a task after a conditional one).
 """
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects of pipelines.
@@ -16,12 +19,14 @@ from kfp import dsl
 
 from components.evaluate_forecasts import evaluate_forecasts
 from components.evaluate_metrics_parity import evaluate_metrics_parity
+from components.log_experiment import log_run_to_experiment
+from components.record_lineage import record_model, record_table
 from components.resolve_forecast_dates import resolve_forecast_dates
 from components.run_context import make_run_context
 from components.run_legacy_forecast import run_legacy_forecast
 from components.run_legacy_metrics import run_legacy_metrics
-from components.run_spark_job import run_forecast_local, run_pool_metrics_local
 from components.upsert_staging import upsert_staging
+from pipelines.targets import LocalTarget, VertexTarget
 from spark_src.pool_metrics.transforms import METRIC_COLUMNS
 
 PIPELINE_NAME = "defi-pool-metrics"
@@ -29,165 +34,196 @@ METRICS_TABLE = "pool_daily_metrics"
 LEGACY_SHADOW_TABLE = "pool_daily_metrics_legacy"
 FORECAST_HISTORY_TABLE = "pool_forecast_history"
 FORECAST_COLUMNS = ["forecasted_apy", "forecasted_tvl"]
+HISTORY_KEY = ["pool_id", "forecast_date", "model", "run_id"]
+SOURCE_TABLES = {  # table -> its time column for the lineage date range
+    "raw_defillama_pool_history": "timestamp",
+    "raw_coinmarketcap_ohlcv": "data_timestamp",
+    "gas_fees_daily": "date",
+    "pools": "",
+}
 
 
-def _reads_database(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+def _db_step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
     # Every step reads or writes the database: a cached result would be stale.
     task.set_caching_options(False)
     return task.set_display_name(name)
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Daily DeFi pool metrics and next-day APY/TVL forecasts.")
-def pool_pipeline(
-    database_url: str,
-    password_secret: str = "env:DB_PASSWORD",
-    start: str = "",
-    end: str = "",
-    compare_with_legacy: bool = True,
-    parity_rel_tol: float = 1e-9,
-    as_of: str = "",
-    train_days: int = 60,
-    holdout_days: int = 3,
-    legacy_n_trials: int = 20,
-    forecast_gate_enabled: bool = True,
-    forecast_gate_tolerance: float = 0.05,
-    model_root: str = "",
-) -> None:
-    """Computes pool metrics for [start, end], promotes them, then forecasts the next day and evaluates.
+def build_pipeline(target: LocalTarget | VertexTarget):
+    """The pipeline function for ``target`` (compile it, or call it under kfp.local)."""
+    defaults = target.defaults()
+    database_url_default = target.settings.database_url if isinstance(target, VertexTarget) else ""
 
-    Args:
-        database_url: Password-less ``postgresql://user@host:port/db``.
-        password_secret: Secret reference of the database password (``env:VAR`` or Secret Manager name).
-        start: First day (ISO date), empty for the first day with data.
-        end: Last day (ISO date, inclusive), empty for the last day with data.
-        compare_with_legacy: Run the legacy pandas metrics job and promote only when the Spark output matches.
-        parity_rel_tol: Relative tolerance of the parity gate.
-        as_of: Forecast from this day (ISO date); empty for the latest day with actuals.
-        train_days: Training window of the forecasters, in days.
-        holdout_days: Backtest as-of dates before as_of on which Spark, legacy and naive forecasts are scored.
-        legacy_n_trials: Optuna trials of the legacy forecaster.
-        forecast_gate_enabled: Fail the run when the Spark model's APY MAE is worse than legacy's by more than
-            ``forecast_gate_tolerance`` (relative).
-        forecast_gate_tolerance: Allowed relative excess of the Spark APY MAE over the legacy one.
-        model_root: Where model directories go (``gs://…`` on Vertex); empty for ``.local/models``.
-    """
-    context = make_run_context(pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_root=model_root)
-    context.set_display_name("run context")
-    run_id = context.outputs["run_id"]
-    db = {"database_url": database_url, "password_secret": password_secret}
+    @dsl.pipeline(
+        name=PIPELINE_NAME if target.name == "local" else f"{PIPELINE_NAME}-{target.name}",
+        description="Daily DeFi pool metrics (Spark, gated by parity with legacy) and next-day APY/TVL forecasts.",
+    )
+    def pool_pipeline(
+        database_url: str = database_url_default,
+        password_secret: str = defaults["password_secret"],
+        start: str = "",
+        end: str = "",
+        compare_with_legacy: bool = True,
+        parity_rel_tol: float = 1e-9,
+        as_of: str = "",
+        train_days: int = 60,
+        holdout_days: int = 3,
+        legacy_n_trials: int = 20,
+        forecast_gate_enabled: bool = True,
+        forecast_gate_tolerance: float = 0.05,
+        model_root: str = defaults["model_root"],
+        experiment: str = "",
+        project: str = defaults["project"],
+        location: str = defaults["location"],
+    ) -> None:
+        """Computes pool metrics for [start, end], promotes them, then forecasts the next day and evaluates.
 
-    # --- daily metrics -----------------------------------------------------------------------------------
-    metrics = _reads_database(
-        run_pool_metrics_local(
-            **db, run_id=run_id, staging_table=context.outputs["metrics_staging_table"], start=start, end=end
-        ),
-        "pool metrics (Spark)",
-    )
-    legacy_metrics = _reads_database(
-        run_legacy_metrics(
-            **db,
-            shadow_table=LEGACY_SHADOW_TABLE,
-            start=start,
-            end=end,
-            run_id=run_id,
-            enabled=compare_with_legacy,
-        ),
-        "pool metrics (legacy pandas)",
-    )
-    parity = _reads_database(
-        evaluate_metrics_parity(
-            **db,
-            spark_table=context.outputs["metrics_staging_table"],
-            legacy_table=LEGACY_SHADOW_TABLE,
-            start=start,
-            end=end,
-            columns=METRIC_COLUMNS,
-            rel_tol=parity_rel_tol,
-            fail_on_mismatch=True,
-            enabled=compare_with_legacy,
-        ),
-        "parity gate: Spark vs legacy",
-    ).after(metrics, legacy_metrics)
-    promote_metrics = _reads_database(
-        upsert_staging(
-            **db,
-            staging_table=context.outputs["metrics_staging_table"],
-            target_table=METRICS_TABLE,
-            update_columns=METRIC_COLUMNS,
-            run_id=run_id,
-        ),
-        "upsert pool_daily_metrics",
-    ).after(parity)
+        Args:
+            database_url: Password-less ``postgresql://user@host:port/db``.
+            password_secret: Secret reference of the database password (``env:VAR`` or Secret Manager name).
+            start: First day (ISO date), empty for the first day with data.
+            end: Last day (ISO date, inclusive), empty for the last day with data.
+            compare_with_legacy: Run the legacy pandas metrics job; promote only when the Spark output matches.
+            parity_rel_tol: Relative tolerance of the parity gate.
+            as_of: Forecast from this day (ISO date); empty for the latest day with actuals.
+            train_days: Training window of the forecasters, in days.
+            holdout_days: Backtest as-of dates before as_of on which Spark, legacy and naive are scored.
+            legacy_n_trials: Optuna trials of the legacy forecaster.
+            forecast_gate_enabled: Fail the run when the Spark model's APY MAE exceeds legacy's by more than
+                ``forecast_gate_tolerance`` (relative).
+            forecast_gate_tolerance: Allowed relative excess of the Spark APY MAE over the legacy one.
+            model_root: Where model directories go (``gs://…`` on Vertex); empty for ``.local/models``.
+            experiment: Vertex AI Experiment to log the run to (scheduled runs); empty: none.
+            project: GCP project of the experiment.
+            location: Region of the experiment.
+        """
+        db = {"database_url": database_url, "password_secret": password_secret}
+        context = make_run_context(pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_root=model_root)
+        context.set_display_name("run context")
+        run_id = context.outputs["run_id"]
+        metrics_staging = context.outputs["metrics_staging_table"]
+        forecast_staging = context.outputs["forecast_staging_table"]
 
-    # --- next-day forecasts --------------------------------------------------------------------------------
-    dates = _reads_database(
-        resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days), "forecast dates"
-    ).after(promote_metrics)
-    forecast = _reads_database(
-        run_forecast_local(
-            **db,
-            run_id=run_id,
-            staging_table=context.outputs["forecast_staging_table"],
-            backtest_table=context.outputs["backtest_staging_table"],
-            model_dir=context.outputs["model_dir"],
-            as_of=dates.outputs["as_of"],
-            holdout_as_of=dates.outputs["holdout_as_of"],
-            train_days=train_days,
-        ),
-        "forecast (Spark, SynapseML LightGBM)",
-    )
-    legacy_forecast = _reads_database(
-        run_legacy_forecast(
-            **db,
-            run_id=run_id,
-            holdout_as_of=dates.outputs["holdout_as_of"],
-            history_table=FORECAST_HISTORY_TABLE,
-            train_days=train_days,
-            n_trials=legacy_n_trials,
-        ),
-        "legacy forecast (holdout dates)",
-    )
-    promote_forecasts = _reads_database(
-        upsert_staging(
-            **db,
-            staging_table=context.outputs["forecast_staging_table"],
-            target_table=METRICS_TABLE,
-            update_columns=FORECAST_COLUMNS,
-            run_id=run_id,
-            drop_staging=False,  # the history upsert reads it next
-        ),
-        "upsert forecasts into pool_daily_metrics",
-    ).after(forecast)
-    forecast_history = _reads_database(
-        upsert_staging(
-            **db,
-            staging_table=context.outputs["forecast_staging_table"],
-            target_table=FORECAST_HISTORY_TABLE,
-            key_columns=["pool_id", "forecast_date", "model", "run_id"],
-            update_columns=["as_of", *FORECAST_COLUMNS],
-            run_id=run_id,
-        ),
-        "upsert forecasts into history",
-    ).after(promote_forecasts)
-    backtest_history = _reads_database(
-        upsert_staging(
-            **db,
-            staging_table=context.outputs["backtest_staging_table"],
-            target_table=FORECAST_HISTORY_TABLE,
-            key_columns=["pool_id", "forecast_date", "model", "run_id"],
-            update_columns=["as_of", *FORECAST_COLUMNS],
-            run_id=run_id,
-        ),
-        "upsert backtests into history",
-    ).after(forecast)
-    _reads_database(
-        evaluate_forecasts(
-            **db,
-            run_id=run_id,
-            holdout_as_of=dates.outputs["holdout_as_of"],
-            history_table=FORECAST_HISTORY_TABLE,
-            gate_enabled=forecast_gate_enabled,
-            gate_tolerance=forecast_gate_tolerance,
-        ),
-        "forecast evaluation: Spark vs legacy vs naive",
-    ).after(backtest_history, legacy_forecast, forecast_history)
+        sources = {
+            table: _db_step(
+                record_table(**db, table=table, role="source", run_id=run_id, time_column=time_column),
+                f"lineage: {table}",
+            )
+            for table, time_column in SOURCE_TABLES.items()
+        }
+
+        # --- daily metrics -------------------------------------------------------------------------------
+        metrics = target.pool_metrics(
+            **db, run_id=run_id, staging_table=metrics_staging, start=start, end=end,
+            batch_id=context.outputs["metrics_batch_id"],
+        )  # fmt: skip
+        _db_step(metrics.task, "pool metrics (Spark)").after(*sources.values())
+        legacy_metrics = _db_step(
+            run_legacy_metrics(
+                **db, shadow_table=LEGACY_SHADOW_TABLE, start=start, end=end, run_id=run_id,
+                enabled=compare_with_legacy,
+            ),
+            "pool metrics (legacy pandas)",
+        )  # fmt: skip
+        staging_lineage = _db_step(
+            record_table(
+                **db, table=metrics_staging, role="staging", run_id=run_id,
+                upstream=sources["raw_defillama_pool_history"].outputs["dataset"],
+                batch_resources=metrics.batch_resources,
+            ),
+            "lineage: metrics staging",
+        ).after(metrics.task)  # fmt: skip
+        parity = _db_step(
+            evaluate_metrics_parity(
+                **db, spark_table=metrics_staging, legacy_table=LEGACY_SHADOW_TABLE, start=start, end=end,
+                columns=METRIC_COLUMNS, rel_tol=parity_rel_tol, fail_on_mismatch=True, enabled=compare_with_legacy,
+            ),
+            "parity gate: Spark vs legacy",
+        ).after(metrics.task, legacy_metrics)  # fmt: skip
+        promote_metrics = _db_step(
+            upsert_staging(
+                **db, staging_table=metrics_staging, target_table=METRICS_TABLE, update_columns=METRIC_COLUMNS,
+                run_id=run_id,
+            ),
+            "upsert pool_daily_metrics",
+        ).after(parity, staging_lineage)  # fmt: skip
+
+        # --- next-day forecasts --------------------------------------------------------------------------
+        dates = _db_step(resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days), "forecast dates").after(
+            promote_metrics
+        )
+        forecast = target.forecast(
+            **db, run_id=run_id, staging_table=forecast_staging,
+            backtest_table=context.outputs["backtest_staging_table"], model_dir=context.outputs["model_dir"],
+            as_of=dates.outputs["as_of"], holdout_as_of=dates.outputs["holdout_as_of"], train_days=train_days,
+            batch_id=context.outputs["forecast_batch_id"],
+        )  # fmt: skip
+        _db_step(forecast.task, "forecast (Spark, SynapseML LightGBM)")
+        legacy_forecast = _db_step(
+            run_legacy_forecast(
+                **db, run_id=run_id, holdout_as_of=dates.outputs["holdout_as_of"],
+                history_table=FORECAST_HISTORY_TABLE, train_days=train_days, n_trials=legacy_n_trials,
+            ),
+            "legacy forecast (holdout dates)",
+        )  # fmt: skip
+        metrics_lineage = _db_step(
+            record_table(
+                **db, table=METRICS_TABLE, role="target", run_id=run_id,
+                upstream=staging_lineage.outputs["dataset"],
+            ),
+            "lineage: pool_daily_metrics (metrics)",
+        ).after(promote_metrics)  # fmt: skip
+        model_lineage = record_model(
+            model_dir=context.outputs["model_dir"], run_id=run_id,
+            training_data=metrics_lineage.outputs["dataset"], batch_resources=forecast.batch_resources,
+        ).set_display_name("lineage: forecast model").after(forecast.task)  # fmt: skip
+        model_lineage.set_caching_options(False)
+        promote_forecasts = _db_step(
+            upsert_staging(
+                **db, staging_table=forecast_staging, target_table=METRICS_TABLE,
+                update_columns=FORECAST_COLUMNS, run_id=run_id,
+                drop_staging=False,  # the history upsert reads it next
+            ),
+            "upsert forecasts into pool_daily_metrics",
+        ).after(forecast.task)  # fmt: skip
+        forecast_history = _db_step(
+            upsert_staging(
+                **db, staging_table=forecast_staging, target_table=FORECAST_HISTORY_TABLE, key_columns=HISTORY_KEY,
+                update_columns=["as_of", *FORECAST_COLUMNS], run_id=run_id,
+            ),
+            "upsert forecasts into history",
+        ).after(promote_forecasts)  # fmt: skip
+        backtest_history = _db_step(
+            upsert_staging(
+                **db, staging_table=context.outputs["backtest_staging_table"], target_table=FORECAST_HISTORY_TABLE,
+                key_columns=HISTORY_KEY, update_columns=["as_of", *FORECAST_COLUMNS], run_id=run_id,
+            ),
+            "upsert backtests into history",
+        ).after(forecast.task)  # fmt: skip
+        evaluation = _db_step(
+            evaluate_forecasts(
+                **db, run_id=run_id, holdout_as_of=dates.outputs["holdout_as_of"],
+                history_table=FORECAST_HISTORY_TABLE, gate_enabled=forecast_gate_enabled,
+                gate_tolerance=forecast_gate_tolerance,
+            ),
+            "forecast evaluation: Spark vs legacy vs naive",
+        ).after(backtest_history, legacy_forecast, forecast_history)  # fmt: skip
+        for table, upstream in ((METRICS_TABLE, model_lineage), (FORECAST_HISTORY_TABLE, evaluation)):
+            _db_step(
+                record_table(
+                    **db, table=table, role="target", run_id=run_id, upstream=metrics_lineage.outputs["dataset"],
+                    time_column="date" if table == METRICS_TABLE else "forecast_date",
+                ),
+                f"lineage: {table} (forecasts)",
+            ).after(upstream, promote_forecasts, forecast_history)  # fmt: skip
+        log_run_to_experiment(
+            experiment=experiment, project=project, location=location, run_id=run_id,
+            params={"start": start, "end": end, "as_of": dates.outputs["as_of"], "train_days": train_days,
+                    "holdout_days": holdout_days, "compare_with_legacy": compare_with_legacy},
+            parity=parity.outputs["parity"], forecast=evaluation.outputs["forecast_metrics"],
+        ).set_display_name("log to experiment").set_caching_options(False)  # fmt: skip
+
+    return pool_pipeline
+
+
+pool_pipeline = build_pipeline(LocalTarget())

@@ -1,12 +1,15 @@
 """Project settings in one place, read from the environment (and ``.env`` for local use).
 
-Only names and locations live here: never a password. The values a pipeline run needs are compiled into the
-pipeline as parameters or component images; the database password is named by a secret reference.
+Only names and locations live here, never a password. On GCP the values come from Terraform's outputs
+(``make gcp-settings`` writes them to ``.env.gcp``; Cloud Build exports them) so nothing is copied by hand. The
+GCS layout that Cloud Build uploads to and the Vertex pipeline reads from is derived here and nowhere else.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -14,8 +17,8 @@ LOCAL_DIR = REPO_ROOT / ".local"
 COMPILED_DIR = REPO_ROOT / "compiled"
 
 
-def _load_dotenv(path: Path = REPO_ROOT / ".env") -> None:
-    """KEY=VALUE lines of ``.env`` fill variables the environment does not already set."""
+def _load_dotenv(path: Path) -> None:
+    """KEY=VALUE lines of ``path`` fill variables the environment does not already set."""
     if not path.exists():
         return
     for line in path.read_text().splitlines():
@@ -25,8 +28,79 @@ def _load_dotenv(path: Path = REPO_ROOT / ".env") -> None:
             os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
-_load_dotenv()
+_load_dotenv(REPO_ROOT / ".env")
+_load_dotenv(REPO_ROOT / ".env.gcp")
 
 # The image the lightweight components run in on Vertex AI: the project and its pinned dependencies, built
 # and pushed by Cloud Build, which sets the tag. Locally (kfp.local) components run in the current environment.
-COMPONENT_BASE_IMAGE = os.environ.get("COMPONENT_BASE_IMAGE", "python:3.11-slim")
+COMPONENT_BASE_IMAGE = os.environ.get(
+    "COMPONENT_BASE_IMAGE", "europe-west1-docker.pkg.dev/your-gcp-project/defi-pipeline-images/components:latest"
+)
+
+
+@dataclass(frozen=True)
+class GcpSettings:
+    """Where the pipeline runs on GCP. Environment variable = field name in upper case (e.g. GCP_PROJECT)."""
+
+    gcp_project: str = "your-gcp-project"
+    gcp_region: str = "europe-west1"
+    # Bucket of Dataproc staging, the packaged spark_src, entry files and jars (Cloud Build uploads there).
+    spark_bucket: str = "your-gcp-project-spark-staging"
+    # Bucket of the Vertex pipeline root and the model directories.
+    pipeline_bucket: str = "your-gcp-project-pipeline-root"
+    pipeline_service_account: str = "vertex-pipelines@your-gcp-project.iam.gserviceaccount.com"
+    dataproc_service_account: str = "dataproc-spark@your-gcp-project.iam.gserviceaccount.com"
+    # VPC the pipeline job is peered with (reaches Cloud SQL's private IP): projects/<number>/global/networks/<n>.
+    vpc_network: str = "projects/000000000000/global/networks/defi-vpc"
+    dataproc_subnetwork: str = "projects/your-gcp-project/regions/europe-west1/subnetworks/defi-dataproc"
+    # Cloud SQL (private IP) as a password-less URL, and the Secret Manager secret holding the password.
+    database_url: str = "postgresql://metrics@10.20.0.3:5432/defi"
+    db_password_secret: str = "projects/your-gcp-project/secrets/defi-db-password"
+    runtime_profile: str = "dataproc-1.2"
+    # Version of the uploaded code (Cloud Build: the commit SHA); selects gs://<spark_bucket>/code/<version>/.
+    code_version: str = "dev"
+    # Artifact Registry repository (format KFP) for pipeline templates.
+    template_repository: str = "defi-pipeline-templates"
+    experiment: str = "defi-pool-pipeline"
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GcpSettings:
+        env = os.environ if environ is None else environ
+        values = {
+            f.name: env[f.name.upper()] for f in fields(cls) if f.name != "extra_labels" and f.name.upper() in env
+        }
+        return cls(**values)
+
+    # --- the GCS layout (Cloud Build writes it, the pipeline reads it) ----------------------------------------
+    @property
+    def code_prefix(self) -> str:
+        return f"gs://{self.spark_bucket}/code/{self.code_version}"
+
+    @property
+    def spark_src_zip(self) -> str:
+        return f"{self.code_prefix}/spark_src.zip"
+
+    def entry_file(self, job: str) -> str:
+        """The Dataproc main_python_file_uri of a spark_src job (copy of spark_src/entrypoints/<job>.py)."""
+        return f"{self.code_prefix}/entrypoints/{job}.py"
+
+    @property
+    def jars_prefix(self) -> str:
+        return f"gs://{self.spark_bucket}/jars"
+
+    @property
+    def pipeline_root(self) -> str:
+        return f"gs://{self.pipeline_bucket}/pipeline-root"
+
+    @property
+    def model_root(self) -> str:
+        return f"gs://{self.pipeline_bucket}/models"
+
+    @property
+    def template_host(self) -> str:
+        return f"https://{self.gcp_region}-kfp.pkg.dev/{self.gcp_project}/{self.template_repository}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": "defi-pool-pipeline", "code-version": self.code_version.lower()[:63], **self.extra_labels}

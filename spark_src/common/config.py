@@ -12,6 +12,7 @@ This module is pure Python (no pyspark import) so that components can import it 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from dataclasses import dataclass
@@ -63,6 +64,14 @@ class DbConfig:
             raise ConfigError(f"database settings missing from the environment: {', '.join(missing)} (or DB_URL)")
         return cls(env["DB_HOST"], int(env.get("DB_PORT", "5432")), env["DB_NAME"], env["DB_USER"], secret)
 
+    @classmethod
+    def from_args_or_env(cls, database_url: str | None, password_secret: str | None) -> DbConfig:
+        """A job's ``--database-url``/``--password-secret`` (Dataproc passes them as batch args), else the env."""
+        if database_url:
+            return cls.from_url(database_url, password_secret or DEFAULT_PASSWORD_SECRET)
+        config = cls.from_env()
+        return cls(config.host, config.port, config.name, config.user, password_secret or config.password_secret)
+
     @property
     def url(self) -> str:
         """Password-less URL, safe to log and to pass as a pipeline parameter."""
@@ -107,6 +116,11 @@ class DbConfig:
         )
 
 
+def optional_date(text: str) -> dt.date | None:
+    """argparse type of an optional ISO date: an empty string (a pipeline's "not set") is None."""
+    return dt.date.fromisoformat(text) if text.strip() else None
+
+
 def validate_secret_ref(ref: str) -> None:
     if ref.startswith("env:") and re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", ref):
         return
@@ -127,8 +141,35 @@ def resolve_secret(ref: str) -> str:
         if value is None:
             raise ConfigError(f"the environment variable {var} (named by the secret reference) is not set")
         return value
-    from google.cloud import secretmanager  # only on GCP
-
     name = ref if "/versions/" in ref else f"{ref}/versions/latest"
+    try:
+        from google.cloud import secretmanager
+    except ImportError:  # Dataproc's Python may lack the client: the REST call needs only the standard library
+        return _access_secret_rest(name)
     response = secretmanager.SecretManagerServiceClient().access_secret_version(name=name)
     return response.payload.data.decode("utf-8")
+
+
+METADATA_TOKEN_URL = "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
+
+
+def secret_access_request(name: str, token: str):
+    """The Secret Manager REST request that reads version ``name`` (built apart from sending, to be testable)."""
+    import urllib.request
+
+    return urllib.request.Request(
+        f"https://secretmanager.googleapis.com/v1/{name}:access", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def _access_secret_rest(name: str) -> str:
+    import base64
+    import json
+    import urllib.request
+
+    token_request = urllib.request.Request(METADATA_TOKEN_URL, headers={"Metadata-Flavor": "Google"})
+    with urllib.request.urlopen(token_request, timeout=10) as response:
+        token = json.load(response)["access_token"]
+    with urllib.request.urlopen(secret_access_request(name, token), timeout=10) as response:
+        payload = json.load(response)["payload"]["data"]
+    return base64.b64decode(payload).decode("utf-8")

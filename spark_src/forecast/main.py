@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_src.common import jars
-from spark_src.common.config import DbConfig
+from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import check_identifier, read_query, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
 from spark_src.common.storage import code_version, write_text
@@ -37,7 +37,7 @@ log = logging.getLogger("forecast")
 FORECAST_COLUMNS = ["pool_id", "date", "forecast_date", "as_of", "model", "run_id", "forecasted_apy", "forecasted_tvl"]
 
 
-def _dates(text: str) -> list[dt.date]:
+def _dates(text: str) -> list[dt.date]:  # empty: none
     return [dt.date.fromisoformat(part) for part in text.split(",") if part.strip()]
 
 
@@ -46,11 +46,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--staging-table", required=True, type=check_identifier, help="forecasts for as_of + 1")
     parser.add_argument("--model-dir", required=True, help="where the fitted pipeline and model card go")
-    parser.add_argument("--as-of", type=dt.date.fromisoformat, help="default: the latest day with actuals")
+    parser.add_argument("--as-of", type=optional_date, help="default: the latest day with actuals")
     parser.add_argument("--train-days", type=int, default=60)
     parser.add_argument("--holdout-as-of", type=_dates, default=[], help="comma-separated backtest as-of dates")
     parser.add_argument("--backtest-table", type=check_identifier, help="backtest forecasts (with --holdout-as-of)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
+    parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
     args = parser.parse_args(list(argv))
     if args.holdout_as_of and not args.backtest_table:
         parser.error("--holdout-as-of needs --backtest-table")
@@ -187,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Runs the job; returns (and logs) the run summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    db = DbConfig.from_env()
+    db = DbConfig.from_args_or_env(args.database_url, args.password_secret)
     local_jars = (
         None if running_under_spark_submit() else jars.resolve_all([jars.JDBC_DRIVER, *jars.SYNAPSEML_LIGHTGBM])
     )

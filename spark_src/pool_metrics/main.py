@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_src.common import jars
-from spark_src.common.config import DbConfig
+from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import check_identifier, read_query, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
 from spark_src.pool_metrics import transforms as T
@@ -36,11 +36,13 @@ LOOKBACK_DAYS = 30
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pool_metrics", description=__doc__.splitlines()[0])
-    parser.add_argument("--start", type=dt.date.fromisoformat, help="first day to compute (default: all)")
-    parser.add_argument("--end", type=dt.date.fromisoformat, help="last day to compute, inclusive (default: all)")
+    parser.add_argument("--start", type=optional_date, help="first day to compute (default: all)")
+    parser.add_argument("--end", type=optional_date, help="last day to compute, inclusive (default: all)")
     parser.add_argument("--run-id", required=True, help="pipeline run id, for logs and lineage")
     parser.add_argument("--staging-table", required=True, type=check_identifier, help="per-run staging table")
     parser.add_argument("--num-partitions", type=int, default=4, help="parallel JDBC reads of the history")
+    parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
+    parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
     args = parser.parse_args(list(argv))
     if args.start and args.end and args.start > args.end:
         parser.error(f"--start {args.start} is after --end {args.end}")
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Runs the job; returns (and logs) the run summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    db = DbConfig.from_env()
+    db = DbConfig.from_args_or_env(args.database_url, args.password_secret)
     local_jars = None if running_under_spark_submit() else jars.resolve_all([jars.JDBC_DRIVER])
     spark = build_session("pool-metrics", jars=local_jars)
     log.info(

@@ -1,0 +1,58 @@
+"""Logs a run's parameters and metrics to a Vertex AI Experiment (the last step of the pipeline).
+
+A run submitted with ``PipelineJob.submit(experiment=…)`` is linked to the experiment by Vertex itself; a
+scheduled run cannot be (schedules take no experiment), so the pipeline logs it here when one is named.
+"""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects of components.
+
+from kfp import dsl
+
+from pipelines.settings import COMPONENT_BASE_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+def log_run_to_experiment(
+    experiment: str,
+    project: str,
+    location: str,
+    run_id: str,
+    params: dict,
+    parity: dsl.Input[dsl.Metrics],
+    forecast: dsl.Input[dsl.Metrics],
+) -> str:
+    """Creates experiment run ``run-<run_id>`` with the run's parameters and every numeric metric.
+
+    Args:
+        experiment: Vertex AI Experiment name; empty: nothing is logged (local runs, submitted runs).
+        project: GCP project of the experiment.
+        location: Region of the experiment.
+        run_id: The pipeline run.
+        params: Parameters to log (strings and numbers).
+        parity: The parity gate's metrics (``parity_*``).
+        forecast: The forecast evaluation's metrics (``forecast_*``).
+
+    Returns:
+        The experiment run name, or an empty string when nothing was logged.
+    """
+    import logging
+
+    log = logging.getLogger("log_run_to_experiment")
+    metrics = {}
+    for source in (parity, forecast):
+        for key, value in source.metadata.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if key in metrics:  # Experiments keeps one value per key: a repeat would overwrite silently
+                    raise ValueError(f"metric {key} is reported twice; metric names must be unique per run")
+                metrics[key] = float(value)
+    if not experiment:
+        log.info("no experiment named; %d metrics not logged", len(metrics))
+        return ""
+    from google.cloud import aiplatform
+
+    aiplatform.init(project=project, location=location, experiment=experiment)
+    run_name = f"run-{run_id}"
+    with aiplatform.start_run(run=run_name):
+        aiplatform.log_params({k: v if isinstance(v, (int, float)) else str(v) for k, v in params.items()})
+        aiplatform.log_metrics(metrics)
+    return run_name

@@ -1,0 +1,120 @@
+"""Where the Spark steps run: in local Spark inside a lightweight component (kfp.local) or as Dataproc
+Serverless batches (Vertex AI). The pipeline's DAG is written once (``pool_pipeline.build_pipeline``); a target
+only supplies the two Spark tasks and the parameter defaults of its environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kfp import dsl
+
+from pipelines.runtime_profiles import RuntimeProfile, get_profile
+from pipelines.settings import GcpSettings
+
+
+@dataclass(frozen=True)
+class SparkStep:
+    task: dsl.PipelineTask
+    # gcp_resources of the Dataproc batch (a pipeline channel), or "" where there is none.
+    batch_resources: Any = ""
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    name: str = "local"
+
+    def defaults(self) -> dict[str, Any]:
+        return {"password_secret": "env:DB_PASSWORD", "model_root": "", "project": "", "location": ""}
+
+    def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
+        from components.run_spark_job import run_pool_metrics_local
+
+        task = run_pool_metrics_local(
+            database_url=database_url,
+            password_secret=password_secret,
+            run_id=run_id,
+            staging_table=staging_table,
+            start=start,
+            end=end,
+        )
+        return SparkStep(task)
+
+    def forecast(
+        self, *, database_url, password_secret, run_id, staging_table, backtest_table, model_dir, as_of,
+        holdout_as_of, train_days, batch_id,
+    ) -> SparkStep:  # fmt: skip
+        from components.run_spark_job import run_forecast_local
+
+        task = run_forecast_local(
+            database_url=database_url,
+            password_secret=password_secret,
+            run_id=run_id,
+            staging_table=staging_table,
+            backtest_table=backtest_table,
+            model_dir=model_dir,
+            as_of=as_of,
+            holdout_as_of=holdout_as_of,
+            train_days=train_days,
+        )
+        return SparkStep(task)
+
+
+@dataclass(frozen=True)
+class VertexTarget:
+    settings: GcpSettings = field(default_factory=GcpSettings)
+    name: str = "vertex"
+
+    @property
+    def profile(self) -> RuntimeProfile:
+        return get_profile(self.settings.runtime_profile)
+
+    def defaults(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "password_secret": s.db_password_secret,
+            "model_root": s.model_root,
+            "project": s.gcp_project,
+            "location": s.gcp_region,
+        }
+
+    def batch_request(self, job: str, batch_id, args: list) -> dict[str, Any]:
+        """The DataprocPySparkBatchOp inputs of a spark_src job (also what the offline tests rebuild as a Batch)."""
+        s, profile = self.settings, self.profile
+        return {
+            # Explicit: GCPC's default is a placeholder that only Vertex fills in.
+            "project": s.gcp_project,
+            "location": s.gcp_region,
+            "batch_id": batch_id,
+            "main_python_file_uri": s.entry_file(job),
+            "python_file_uris": [s.spark_src_zip],
+            # Staged in GCS: the batches' workers have internal IPs only and cannot reach Maven Central.
+            "jar_file_uris": [f"{s.jars_prefix}/{name}" for name in profile.jar_file_names()],
+            "runtime_config_version": profile.runtime_version,
+            "runtime_config_properties": profile.job_properties[job],
+            "service_account": s.dataproc_service_account,
+            "subnetwork_uri": s.dataproc_subnetwork,
+            "labels": {**s.labels, "job": job.replace("_", "-")},
+            "args": args,
+        }
+
+    def _batch(self, job: str, batch_id, args: list) -> SparkStep:
+        from google_cloud_pipeline_components.v1.dataproc import DataprocPySparkBatchOp
+
+        task = DataprocPySparkBatchOp(**self.batch_request(job, batch_id, args))
+        return SparkStep(task, task.outputs["gcp_resources"])
+
+    def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
+        args = ["--run-id", run_id, "--staging-table", staging_table, "--start", start, "--end", end,
+                "--database-url", database_url, "--password-secret", password_secret]  # fmt: skip
+        return self._batch("pool_metrics", batch_id, args)
+
+    def forecast(
+        self, *, database_url, password_secret, run_id, staging_table, backtest_table, model_dir, as_of,
+        holdout_as_of, train_days, batch_id,
+    ) -> SparkStep:  # fmt: skip
+        args = ["--run-id", run_id, "--staging-table", staging_table, "--backtest-table", backtest_table,
+                "--model-dir", model_dir, "--as-of", as_of, "--holdout-as-of", holdout_as_of,
+                "--train-days", train_days, "--database-url", database_url,
+                "--password-secret", password_secret]  # fmt: skip
+        return self._batch("forecast", batch_id, args)
