@@ -57,6 +57,7 @@ def record_table(
     engine = create_engine(db.sqlalchemy_url())
     try:
         with engine.connect() as conn:
+            conn.execute(text("SET TIME ZONE 'UTC'"))  # a timestamptz's day is its UTC day, as in the jobs
             rows, first, last = conn.execute(text(f'SELECT count(*){span} FROM "{table}"')).one()
     finally:
         engine.dispose()

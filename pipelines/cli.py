@@ -157,6 +157,25 @@ def _run_or_report(db: DbConfig, **kwargs) -> LocalRun:
         raise SystemExit(1) from None
 
 
+@cli.command("lineage")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+def lineage_command(run_dir: Path | None) -> None:
+    """List the lineage artifacts (tables, model) of a local run (default: the latest)."""
+    run = LocalRun(run_dir) if run_dir else lr.latest_run()
+    click.echo(f"lineage of {run.run_dir}")
+    for item in run.lineage():
+        meta = _counts(item["metadata"])
+        if item["artifact"] == "model":
+            detail = (
+                f"model {meta.get('model')} as of {meta.get('as_of')}, {meta.get('training_rows')} training rows, "
+                f"code {meta.get('code_version')}"
+            )
+        else:
+            span = f"{meta['first_day']}..{meta['last_day']}" if meta.get("first_day") else "-"
+            detail = f"{meta['role']:<8} {meta['rows']:>7} rows  {span}  code {meta['code_version']}"
+        click.echo(f"  {item['uri']:<70} {detail}")
+
+
 @cli.command("run-local")
 @click.option("--database-url", envvar="DB_URL", help="postgresql://user@host:port/db (no password). Default: DB_*.")
 @click.option("--password-secret", default=None, help="Secret reference of the password (default env:DB_PASSWORD).")
@@ -232,6 +251,9 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
             click.secho(f"pool_daily_metrics identical across runs: {same}", fg="green" if same else "red", bold=True)
             if not same:
                 raise SystemExit(1)
+        click.echo("lineage of the last run (also: python -m pipelines.cli lineage):")
+        for item in run_result.lineage():
+            click.echo(f"  {item['uri']}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,15 @@ class LocalRun:
             raise KeyError(f"task {task} has no output {name} in {self.run_dir}")
         return artifact["metadata"]
 
+    def lineage(self) -> list[dict]:
+        """The run's lineage artifacts (tables and model): task, uri and metadata, in task order."""
+        found = []
+        for task, outputs in self.tasks().items():
+            if task.startswith(("record-table", "record-model")):
+                for name, artifact in outputs["artifacts"].items():
+                    found.append({"task": task, "artifact": name, **artifact})
+        return found
+
     def file(self, task: str, name: str) -> Path | None:
         """Local path of a file artifact (e.g. a Markdown report), also of a task that failed."""
         task_dir = self.run_dir / task
@@ -108,6 +117,14 @@ def run_local(
     if run.artifact(LAST_TASK, "forecast_metrics") is None:
         raise LocalRunFailed(run, RuntimeError(f"the last task ({LAST_TASK}) left no output"))
     return run
+
+
+def latest_run(runs_dir: Path = RUNS_DIR) -> LocalRun:
+    """The most recent local run."""
+    runs = sorted(p for p in runs_dir.glob("*/*") if p.is_dir())
+    if not runs:
+        raise FileNotFoundError(f"no local run under {runs_dir}: run `make demo` or `run-local` first")
+    return LocalRun(runs[-1])
 
 
 def _single_run(pipeline_root: Path) -> LocalRun:

@@ -165,6 +165,18 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     evaluation = first.metadata(lr.LAST_TASK, "forecast_metrics")
     assert evaluation["forecast_holdout_dates"] == 3 and evaluation["forecast_rows_evaluated_apy"] > 10
 
+    # Lineage: a Dataset per source, staging and target table, a Model for the forecast model.
+    lineage = {(i["metadata"].get("table", "model"), i["metadata"].get("role", "model")): i for i in first.lineage()}
+    with db.connect() as conn:
+        history_rows = conn.execute(text("SELECT count(*) FROM raw_defillama_pool_history")).scalar()
+    source = lineage[("raw_defillama_pool_history", "source")]
+    assert source["uri"] == f"postgresql://127.0.0.1:{db_config.port}/defi/public.raw_defillama_pool_history"
+    assert (source["metadata"]["rows"], source["metadata"]["first_day"]) == (history_rows, "2026-05-01")
+    assert lineage[(staging["staging_table"], "staging")]["metadata"]["rows"] == len(expected)
+    assert ("pool_daily_metrics", "target") in lineage and ("pool_forecast_history", "target") in lineage
+    assert lineage[("model", "model")]["uri"] == model["uri"]
+    assert lineage[("model", "model")]["metadata"]["training_rows"] == model["metadata"]["training_rows"]
+
     fingerprint = table_fingerprint(db)
     # The second run skips the legacy comparison (the pipeline's other branch) and must change nothing.
     second = run_local(db_config, compare_with_legacy=False, legacy_n_trials=3)
