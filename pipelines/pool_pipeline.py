@@ -180,12 +180,15 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         model_lineage.set_caching_options(False)
         promote_forecasts = _db_step(
             upsert_staging(
-                **db, staging_table=forecast_staging, target_table=METRICS_TABLE,
-                update_columns=FORECAST_COLUMNS, run_id=run_id,
+                **db,
+                staging_table=forecast_staging,
+                target_table=METRICS_TABLE,
+                update_columns=FORECAST_COLUMNS,
+                run_id=run_id,
                 drop_staging=False,  # the history upsert reads it next
             ),
             "upsert forecasts into pool_daily_metrics",
-        ).after(forecast.task)  # fmt: skip
+        ).after(forecast.task, metrics_lineage)  # fmt: skip  (the metrics lineage describes the table before)
         forecast_history = _db_step(
             upsert_staging(
                 **db, staging_table=forecast_staging, target_table=FORECAST_HISTORY_TABLE, key_columns=HISTORY_KEY,
