@@ -89,7 +89,8 @@ def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Pa
             return jars
     target.mkdir(parents=True, exist_ok=True)
     settings = cache_dir / "ivysettings.xml"
-    settings.write_text(_IVY_SETTINGS.format(root=os.environ.get("MAVEN_REPOSITORY", MAVEN_CENTRAL)))
+    repository = os.environ.get("MAVEN_REPOSITORY", MAVEN_CENTRAL)  # a mirror, where Maven Central is not reachable
+    settings.write_text(_IVY_SETTINGS.format(root=repository))
     log.info("resolving %s from Maven (first run only; cached in %s)", artifact.coordinates, target)
     command = [
         "java", "-cp", str(_ivy_jar()), "org.apache.ivy.Main",
@@ -102,7 +103,7 @@ def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Pa
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0 or "UNRESOLVED DEPENDENCIES" in result.stdout:
         raise JarResolutionError(
-            f"could not resolve {artifact.coordinates} from {MAVEN_CENTRAL}. Fetch it once with network access "
+            f"could not resolve {artifact.coordinates} from {repository}. Fetch it once with network access "
             f"(the jars are then cached in {cache_dir}), or copy the jars there.\n"
             f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
