@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -26,5 +27,5 @@ def test_cached_jars_resolve_offline(tmp_path, monkeypatch):
 def test_unresolvable_artifact_names_the_coordinates(tmp_path, monkeypatch):
     monkeypatch.setenv("MAVEN_REPOSITORY", "http://127.0.0.1:9/unreachable/")
     missing = jars.MavenArtifact("org.example", "does-not-exist", "0.0.1", transitive=False)
-    with pytest.raises(jars.JarResolutionError, match="org.example:does-not-exist:0.0.1"):
+    with pytest.raises(jars.JarResolutionError, match=re.escape("org.example:does-not-exist:0.0.1")):
         jars.resolve(missing, cache_dir=tmp_path)
