@@ -256,5 +256,14 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
             click.echo(f"  {item['uri']}")
 
 
+def _register_gcp_commands() -> None:
+    from pipelines.vertex import compare_command, publish_command, schedule_command, submit_command
+
+    for command in (submit_command, schedule_command, compare_command, publish_command):
+        cli.add_command(command)
+
+
+_register_gcp_commands()
+
 if __name__ == "__main__":
     cli()

@@ -99,7 +99,8 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         """
         db = {"database_url": database_url, "password_secret": password_secret}
         context = make_run_context(pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_root=model_root)
-        context.set_display_name("run context")
+        # Never cached: a cached context would hand a rerun the same run id, staging tables and batch ids.
+        context.set_display_name("run context").set_caching_options(False)
         run_id = context.outputs["run_id"]
         metrics_staging = context.outputs["metrics_staging_table"]
         forecast_staging = context.outputs["forecast_staging_table"]

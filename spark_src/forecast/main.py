@@ -47,7 +47,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--staging-table", required=True, type=check_identifier, help="forecasts for as_of + 1")
     parser.add_argument("--model-dir", required=True, help="where the fitted pipeline and model card go")
     parser.add_argument("--as-of", type=optional_date, help="default: the latest day with actuals")
-    parser.add_argument("--train-days", type=int, default=60)
+    # int(float(…)): Vertex stores integer parameters as numbers, and one placed in a batch's args may read "60.0".
+    parser.add_argument("--train-days", type=lambda text: int(float(text)), default=60)
     parser.add_argument("--holdout-as-of", type=_dates, default=[], help="comma-separated backtest as-of dates")
     parser.add_argument("--backtest-table", type=check_identifier, help="backtest forecasts (with --holdout-as-of)")
     parser.add_argument("--seed", type=int, default=42)
