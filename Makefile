@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test compile lint clean
+.PHONY: install demo test compile lint clean gcp-settings package stage image-constraints
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## Deployment (see README "Deploy to GCP"): settings from Terraform's outputs, then package and stage the code.
+gcp-settings: $(STAMP)
+	terraform -chdir=terraform output -json | $(PY) -m pipelines.cli gcp-settings --out .env.gcp
+
+package: $(STAMP)
+	$(PY) -m pipelines.cli package --out-dir dist
+
+stage: $(STAMP)
+	$(PY) -m pipelines.cli stage --dist-dir dist
+
+image-constraints: $(STAMP)
+	mkdir -p build && $(VENV)/bin/pip freeze --exclude-editable > build/constraints.txt
+
 clean:
-	rm -rf .local build *.egg-info
+	rm -rf .local build dist *.egg-info

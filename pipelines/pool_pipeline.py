@@ -52,7 +52,7 @@ def _db_step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
 def build_pipeline(target: LocalTarget | VertexTarget):
     """The pipeline function for ``target`` (compile it, or call it under kfp.local)."""
     defaults = target.defaults()
-    database_url_default = target.settings.database_url if isinstance(target, VertexTarget) else ""
+    database_url_default = target.settings.cloud_sql_url if isinstance(target, VertexTarget) else ""
 
     @dsl.pipeline(
         name=PIPELINE_NAME if target.name == "local" else f"{PIPELINE_NAME}-{target.name}",

@@ -17,6 +17,11 @@ LOCAL_DIR = REPO_ROOT / ".local"
 COMPILED_DIR = REPO_ROOT / "compiled"
 
 
+# Read from the real environment only (Cloud Build sets it when it compiles for deployment): from a dotenv
+# file it would change what `make compile` writes to compiled/ on one machine.
+_NOT_FROM_DOTENV = {"COMPONENT_BASE_IMAGE"}
+
+
 def _load_dotenv(path: Path) -> None:
     """KEY=VALUE lines of ``path`` fill variables the environment does not already set."""
     if not path.exists():
@@ -25,7 +30,8 @@ def _load_dotenv(path: Path) -> None:
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
-            os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+            if key.strip() not in _NOT_FROM_DOTENV:
+                os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 _load_dotenv(REPO_ROOT / ".env")
@@ -53,9 +59,10 @@ class GcpSettings:
     # VPC the pipeline job is peered with (reaches Cloud SQL's private IP): projects/<number>/global/networks/<n>.
     vpc_network: str = "projects/000000000000/global/networks/defi-vpc"
     dataproc_subnetwork: str = "projects/your-gcp-project/regions/europe-west1/subnetworks/defi-dataproc"
-    # Cloud SQL (private IP) as a password-less URL, and the Secret Manager secret holding the password.
-    database_url: str = "postgresql://metrics@10.20.0.3:5432/defi"
-    db_password_secret: str = "projects/your-gcp-project/secrets/defi-db-password"
+    # Cloud SQL (private IP) as a password-less URL, and the Secret Manager secret holding the password. Not
+    # DB_URL / DB_PASSWORD_SECRET: those name the database of a local run (spark_src.common.config.DbConfig).
+    cloud_sql_url: str = "postgresql://metrics@10.20.0.3:5432/defi"
+    cloud_sql_password_secret: str = "projects/your-gcp-project/secrets/defi-db-password"
     runtime_profile: str = "dataproc-1.2"
     # Version of the uploaded code (Cloud Build: the commit SHA); selects gs://<spark_bucket>/code/<version>/.
     code_version: str = "dev"

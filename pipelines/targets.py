@@ -72,7 +72,7 @@ class VertexTarget:
     def defaults(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "password_secret": s.db_password_secret,
+            "password_secret": s.cloud_sql_password_secret,
             "model_root": s.model_root,
             "project": s.gcp_project,
             "location": s.gcp_region,

@@ -69,11 +69,14 @@ class Terraform:
         self.variables: dict[str, dict] = {}
         self.locals: dict[str, Any] = {}
         self.outputs: dict[str, dict] = {}
+        self.duplicates: list[str] = []  # terraform refuses two blocks with one address; a dict would hide them
         for name, document in self.files.items():
             for kind, index in (("resource", self.resources), ("data", self.data)):
                 for block in document.get(kind, []):
                     for type_, instances in block.items():
                         for instance, body in instances.items():
+                            if (type_, instance) in index:
+                                self.duplicates.append(f"{name}: {kind} {type_}.{instance}")
                             index[(type_, instance)] = body
             for block in document.get("variable", []):
                 self.variables.update({variable: {**body, "_file": name} for variable, body in block.items()})
@@ -168,6 +171,7 @@ def test_tfvars_example_sets_declared_variables_and_every_required_one(tf):
 
 
 def test_every_resource_data_and_local_reference_exists(tf):
+    assert not tf.duplicates, f"declared twice: {tf.duplicates}"
     missing = set()
     for name, doc in tf.files.items():
         for s in _strings(doc):
@@ -207,7 +211,7 @@ def test_dataproc_account_has_the_worker_role_and_object_access_on_the_two_bucke
 
 
 def test_db_password_is_readable_only_through_grants_on_the_one_secret(tf):
-    secret = tf.setting_resource("DB_PASSWORD_SECRET", "google_secret_manager_secret")
+    secret = tf.setting_resource("CLOUD_SQL_PASSWORD_SECRET", "google_secret_manager_secret")
     readers = [g for g in tf.grants() if "roles/secretmanager.secretAccessor" in g["roles"]]
     for grant in readers:
         assert grant["scope"] == "secret_manager_secret", f"{grant['address']}: accessor not granted on the secret"
@@ -300,8 +304,8 @@ def test_gcp_settings_output_is_the_settings_environment(tf):
         f"not read by pipelines.settings: {sorted(keys - deploy.settings_env_names())}"
     )
     infrastructure = {"GCP_PROJECT", "GCP_REGION", "SPARK_BUCKET", "PIPELINE_BUCKET", "PIPELINE_SERVICE_ACCOUNT",
-                      "DATAPROC_SERVICE_ACCOUNT", "VPC_NETWORK", "DATAPROC_SUBNETWORK", "DATABASE_URL",
-                      "DB_PASSWORD_SECRET", "TEMPLATE_REPOSITORY", "COMPONENT_BASE_IMAGE"}  # fmt: skip
+                      "DATAPROC_SERVICE_ACCOUNT", "VPC_NETWORK", "DATAPROC_SUBNETWORK", "CLOUD_SQL_URL",
+                      "CLOUD_SQL_PASSWORD_SECRET", "TEMPLATE_REPOSITORY", "COMPONENT_BASE_IMAGE"}  # fmt: skip
     assert infrastructure <= keys, f"would fall back to placeholders: {sorted(infrastructure - keys)}"
 
 
@@ -323,7 +327,7 @@ _OUTPUTS = {
             "GCP_REGION": "europe-west4",
             "SPARK_BUCKET": "acme-defi-spark-staging",
             "VPC_NETWORK": "projects/123456789012/global/networks/defi-vpc",
-            "DB_PASSWORD_SECRET": "projects/acme-defi/secrets/defi-db-password",
+            "CLOUD_SQL_PASSWORD_SECRET": "projects/acme-defi/secrets/defi-db-password",
             "COMPONENT_BASE_IMAGE": "europe-west4-docker.pkg.dev/acme-defi/defi-pipeline-images/components:latest",
         },
     },
@@ -494,8 +498,9 @@ def test_packaged_zip_is_what_python_imports_spark_src_from(tmp_path):
 
 # --- cloudbuild.yaml -------------------------------------------------------------------------------------------------
 
-_SUBSTITUTION = re.compile(r"(?<!\$)\$(?:\{(_[A-Z0-9_]+)\}|(_[A-Z0-9_]+))")
-_BUILT_IN = re.compile(r"(?<!\$)\$(?:\{([A-Z][A-Z0-9_]*)\}|([A-Z][A-Z0-9_]*))")
+# $X / ${X} / ${X%...} (triggered builds apply bash-style operations to substitutions); $$ is a literal $.
+_SUBSTITUTION = re.compile(r"(?<!\$)\$(?:\{(_[A-Z0-9_]+)[^}]*\}|(_[A-Z0-9_]+))")
+_BUILT_IN = re.compile(r"(?<!\$)\$(?:\{([A-Za-z][A-Za-z0-9_]*)[^}]*\}|([A-Za-z][A-Za-z0-9_]*))")
 _CLOUD_BUILD_BUILT_INS = {"PROJECT_ID", "PROJECT_NUMBER", "BUILD_ID", "LOCATION", "SHORT_SHA", "COMMIT_SHA",
                           "REVISION_ID", "BRANCH_NAME", "TAG_NAME", "REF_NAME", "REPO_NAME", "REPO_FULL_NAME",
                           "TRIGGER_NAME", "SERVICE_ACCOUNT_EMAIL", "SERVICE_ACCOUNT"}  # fmt: skip
@@ -600,12 +605,15 @@ def test_cloudbuild_reads_files_that_exist_or_that_a_step_it_waits_for_writes(cl
             writers.setdefault(path.rstrip("/"), step["id"])
         if "make install" in script:
             writers.setdefault(".venv", step["id"])
-    dockerfile_reads = re.findall(r"^COPY\s+(.+)\s+\S+$", DOCKERFILE.read_text(), flags=re.MULTILINE)
     for step in steps:
         script = _script(step).replace("$$", "$")
         reads = set(_REPO_PATH.findall(script)) | set(re.findall(r"(\.venv)/bin/", script))
         if "docker build" in script:
-            reads |= {p for line in dockerfile_reads for p in line.split()}
+            dockerfile = re.search(r"(?:--file|-f)[ =](\S+)", script)
+            dockerfile = REPO_ROOT / (dockerfile.group(1) if dockerfile else "Dockerfile")
+            assert dockerfile.exists(), f"step {step['id']} builds {dockerfile.relative_to(REPO_ROOT)}: no such file"
+            copies = re.findall(r"^COPY\s+(.+)\s+\S+$", dockerfile.read_text(), flags=re.MULTILINE)
+            reads |= {p for line in copies for p in line.split()}
         for path in reads:
             generated = next((w for w in writers if path == w or path.startswith(f"{w}/")), None)
             if path.startswith(_GENERATED) or path == ".venv":

@@ -40,7 +40,8 @@ class MavenArtifact:
 
 
 # 42.7.2 fixed CVE-2024-1597 (SQL injection with preferQueryMode=simple); 42.7.8 is current and tested here.
-JDBC_DRIVER = MavenArtifact("org.postgresql", "postgresql", "42.7.8")
+# transitive=False: its one dependency (checker-qual) holds annotations only, and Dataproc gets this jar alone.
+JDBC_DRIVER = MavenArtifact("org.postgresql", "postgresql", "42.7.8", transitive=False)
 
 # SynapseML 1.1.3 for Spark 3.5 / Scala 2.12: the LightGBM module, its core, the native LightGBM library
 # (x86_64 .so files; needs the system's libgomp) and spray-json (NoClassDefFoundError spray/json/JsonFormat

@@ -46,8 +46,8 @@ SETTINGS = GcpSettings(
     dataproc_service_account="dataproc-spark@defi-test-project.iam.gserviceaccount.com",
     vpc_network="projects/123456789012/global/networks/defi-vpc",
     dataproc_subnetwork="projects/defi-test-project/regions/europe-west4/subnetworks/defi-dataproc",
-    database_url="postgresql://metrics@10.20.0.3:5432/defi",
-    db_password_secret="projects/defi-test-project/secrets/defi-db-password",
+    cloud_sql_url="postgresql://metrics@10.20.0.3:5432/defi",
+    cloud_sql_password_secret="projects/defi-test-project/secrets/defi-db-password",
     code_version="abc1234",
     experiment=EXPERIMENT,
 )
@@ -204,8 +204,8 @@ def test_both_variants_parse_into_the_pipeline_spec_proto(compiled):
         assert spec.root.dag.tasks, variant
         assert platform is None or platform.platforms is not None
     vertex_defaults = read_spec(compiled["vertex"])[0].root.input_definitions.parameters
-    assert vertex_defaults["password_secret"].default_value.string_value == SETTINGS.db_password_secret
-    assert vertex_defaults["database_url"].default_value.string_value == SETTINGS.database_url
+    assert vertex_defaults["password_secret"].default_value.string_value == SETTINGS.cloud_sql_password_secret
+    assert vertex_defaults["database_url"].default_value.string_value == SETTINGS.cloud_sql_url
 
 
 # --- the PipelineJob ------------------------------------------------------------------------------------------
@@ -474,9 +474,9 @@ def test_every_dataproc_task_builds_a_valid_batch(vertex_spec):
         args = list(spark.args)
         secret = args[args.index("--password-secret") + 1]
         validate_secret_ref(secret)
-        assert secret == SETTINGS.db_password_secret
+        assert secret == SETTINGS.cloud_sql_password_secret
         parsed = parsers[job](args)  # the job's own argument parser accepts what the batch passes
-        assert parsed.database_url == SETTINGS.database_url
+        assert parsed.database_url == SETTINGS.cloud_sql_url
         if job == "forecast":
             assert batch.runtime_config.properties["spark.dynamicAllocation.enabled"] == "false"
             assert parsed.train_days == 60
