@@ -1,5 +1,5 @@
 """Offline checks of the deployment: the Terraform under terraform/ (parsed with python-hcl2, no terraform binary),
-cloudbuild.yaml, the Dockerfile, docs/deploy.md, and the contract between them and the code: the GCS URIs
+cloudbuild.yaml, the Dockerfile, the README, and the contract between them and the code: the GCS URIs
 ``stage`` uploads are the URIs the compiled Vertex pipeline reads, and Terraform's outputs are the settings'
 environment. Each test fails when a path, variable, reference or role is broken."""
 
@@ -31,7 +31,7 @@ from spark_src.common import jars
 TERRAFORM = REPO_ROOT / "terraform"
 CLOUDBUILD = REPO_ROOT / "cloudbuild.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-DEPLOY_DOC = REPO_ROOT / "docs" / "deploy.md"
+DEPLOY_DOC = REPO_ROOT / "README.md"  # its "Run on Vertex AI" and "Deploy to GCP" sections
 TF_FILES = ["versions.tf", "variables.tf", "outputs.tf", "network.tf", "secrets.tf", "dataproc.tf", "vertex.tf"]
 
 # --- Terraform, as python-hcl2 sees it ------------------------------------------------------------------------------
@@ -644,11 +644,11 @@ def _texts() -> dict[str, str]:
     cloudbuild = yaml.safe_load(CLOUDBUILD.read_text())
     texts = {"cloudbuild.yaml": "\n".join(_script(s).replace("$$", "$") for s in cloudbuild["steps"])}
     if DEPLOY_DOC.exists():
-        texts["docs/deploy.md"] = DEPLOY_DOC.read_text()
+        texts["README.md"] = DEPLOY_DOC.read_text()
     return texts
 
 
-@pytest.mark.parametrize("source", ["cloudbuild.yaml", "docs/deploy.md"])
+@pytest.mark.parametrize("source", ["cloudbuild.yaml", "README.md"])
 def test_cli_commands_and_make_targets_used_exist_with_their_options(source):
     from pipelines.cli import cli
 
@@ -659,7 +659,7 @@ def test_cli_commands_and_make_targets_used_exist_with_their_options(source):
         if command not in cli.commands:
             problems.append(f"`pipelines.cli {command}` is not a command (have {sorted(cli.commands)})")
             continue
-        options = {o for p in cli.commands[command].params for o in (*p.opts, *p.secondary_opts)}
+        options = {o for p in cli.commands[command].params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
         problems += [f"`{command} {a}`: no such option" for a in argv if a.startswith("--") and a.split("=")[0]
                      not in options]  # fmt: skip
     targets = set(re.findall(r"(?<![\w-])make ([a-z][\w-]*)", text))
@@ -672,7 +672,7 @@ def test_deploy_doc_refers_to_files_that_exist():
     created = set(re.findall(r"\bcp \S+ (\S+)", text))  # e.g. terraform/terraform.tfvars, made by the reader
     named = {p for p in _REPO_PATH.findall(text) if not p.startswith(_GENERATED) and p not in created}
     missing = sorted(p for p in named if not (REPO_ROOT / p).exists())
-    assert not missing, f"docs/deploy.md refers to missing files: {missing}"
+    assert not missing, f"README.md refers to missing files: {missing}"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------------------------
