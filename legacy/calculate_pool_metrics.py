@@ -41,6 +41,7 @@ from psycopg2.extensions import connection as PgConnection
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, create_engine, text
 
+from spark_src.common.columns import METRIC_COLUMNS, POOL_METRIC_COLUMNS
 from spark_src.common.config import DbConfig
 
 log = logging.getLogger("legacy.calculate_pool_metrics")
@@ -55,19 +56,6 @@ LOOKBACK_DAYS = 30
 APY_REJECTION_REASONS = ("apy_missing", "apy_not_numeric", "apy_not_finite")
 TVL_NULLED_REASONS = ("tvl_missing", "tvl_not_numeric", "tvl_not_finite", "tvl_negative")
 
-POOL_METRIC_COLUMNS = (
-    "actual_apy",
-    "actual_tvl",
-    "rolling_apy_7d",
-    "rolling_apy_30d",
-    "apy_delta_today_yesterday",
-    "stddev_apy_7d",
-    "stddev_apy_30d",
-    "stddev_apy_7d_delta",
-    "stddev_apy_30d_delta",
-)
-EXOGENOUS_COLUMNS = ("eth_open", "btc_open", "gas_price_gwei")
-METRIC_COLUMNS = (*POOL_METRIC_COLUMNS, *EXOGENOUS_COLUMNS)
 KEY_COLUMNS = ("pool_id", "date")
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -44,6 +44,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sqlalchemy import Connection, create_engine
 
 from legacy.calculate_pool_metrics import METRIC_COLUMNS, PRODUCTION_TABLE, check_table_name
+from spark_src.common.columns import FEATURE_COLUMNS as _FEATURE_COLUMNS
 from spark_src.common.config import DbConfig
 
 log = logging.getLogger("legacy.forecast_pools")
@@ -65,27 +66,7 @@ MODEL_NAME = "legacy_rf_lgbm"
 #:   of ``actual_apy``, ``group_apy_std`` = its sample stddev (ddof=1; NULL with fewer than two pools),
 #:   ``tvl_share`` = ``actual_tvl / group_tvl_sum`` (NULL when the tvl is NULL or the sum is NULL or 0). All
 #:   four are NULL for a pool without a group: pools of unknown kind are nobody's neighbours.
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "actual_apy",
-    "actual_tvl",
-    "rolling_apy_7d",
-    "rolling_apy_30d",
-    "apy_delta_today_yesterday",
-    "stddev_apy_7d",
-    "stddev_apy_30d",
-    "stddev_apy_7d_delta",
-    "stddev_apy_30d_delta",
-    "eth_open",
-    "btc_open",
-    "gas_price_gwei",
-    "pool_group_index",
-    "dow_sin",
-    "dow_cos",
-    "group_tvl_sum",
-    "group_apy_mean",
-    "group_apy_std",
-    "tvl_share",
-)
+FEATURE_COLUMNS: tuple[str, ...] = _FEATURE_COLUMNS
 TARGET_COLUMNS = ("target_apy", "target_tvl")
 STACKED_FEATURE = "pred_tvl"
 FORECAST_COLUMNS = ("pool_id", "forecast_date", "forecasted_apy", "forecasted_tvl")

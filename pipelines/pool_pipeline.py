@@ -27,13 +27,16 @@ from components.run_legacy_forecast import run_legacy_forecast
 from components.run_legacy_metrics import run_legacy_metrics
 from components.upsert_staging import upsert_staging
 from pipelines.targets import LocalTarget, VertexTarget
-from spark_src.pool_metrics.transforms import METRIC_COLUMNS
+from spark_src.common.columns import FORECAST_COLUMNS as _FORECAST_COLUMNS
+from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
+
+METRIC_COLUMNS = list(_METRIC_COLUMNS)
 
 PIPELINE_NAME = "defi-pool-metrics"
 METRICS_TABLE = "pool_daily_metrics"
 LEGACY_SHADOW_TABLE = "pool_daily_metrics_legacy"
 FORECAST_HISTORY_TABLE = "pool_forecast_history"
-FORECAST_COLUMNS = ["forecasted_apy", "forecasted_tvl"]
+FORECAST_COLUMNS = list(_FORECAST_COLUMNS)
 HISTORY_KEY = ["pool_id", "forecast_date", "model", "run_id"]
 SOURCE_TABLES = {  # table -> its time column for the lineage date range
     "raw_defillama_pool_history": "timestamp",

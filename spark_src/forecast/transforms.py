@@ -12,19 +12,11 @@ import math
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_src.pool_metrics.transforms import METRIC_COLUMNS
+from spark_src.common.columns import FEATURE_COLUMNS as _FEATURE_COLUMNS
+from spark_src.common.columns import METRIC_COLUMNS
 
 # The model inputs, in this order (the same list and order as legacy.forecast_pools.FEATURE_COLUMNS).
-FEATURE_COLUMNS: list[str] = [
-    *METRIC_COLUMNS,
-    "pool_group_index",
-    "dow_sin",
-    "dow_cos",
-    "group_tvl_sum",
-    "group_apy_mean",
-    "group_apy_std",
-    "tvl_share",
-]
+FEATURE_COLUMNS: list[str] = list(_FEATURE_COLUMNS)
 TARGET_COLUMNS = ["target_apy", "target_tvl"]
 
 

@@ -17,24 +17,13 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
+
 # Numbers as both Python's float() and Java's Double.parseDouble read them: no "1_0" (Python only),
 # no "1.5d" or hex (Java only). NaN and infinities are numbers here; they are rejected as not finite.
 NUMERIC_TEXT = r"^\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(?i:inf|infinity)|[+-]?(?i:nan))\s*$"
 
-METRIC_COLUMNS = [
-    "actual_apy",
-    "actual_tvl",
-    "rolling_apy_7d",
-    "rolling_apy_30d",
-    "apy_delta_today_yesterday",
-    "stddev_apy_7d",
-    "stddev_apy_30d",
-    "stddev_apy_7d_delta",
-    "stddev_apy_30d_delta",
-    "eth_open",
-    "btc_open",
-    "gas_price_gwei",
-]
+METRIC_COLUMNS = list(_METRIC_COLUMNS)
 OUTPUT_COLUMNS = ["pool_id", "date", *METRIC_COLUMNS]
 
 APY_REJECTION_REASONS = ["apy_missing", "apy_not_numeric", "apy_not_finite"]
