@@ -240,7 +240,7 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
 
         fingerprints = []
         for run in range(1, runs + 1):
-            note = " (kfp.local; the first run on a machine downloads the JDBC driver)" if run == 1 else ""
+            note = " (kfp.local; the first run on a machine downloads the jars)" if run == 1 else ""
             started = _step(f"pipeline run {run}/{runs}{note}")
             run_result = _run_or_report(db)
             _done(started)
