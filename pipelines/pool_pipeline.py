@@ -182,6 +182,18 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             training_data=metrics_lineage.outputs["dataset"], batch_resources=forecast.batch_resources,
         ).set_display_name("lineage: forecast model").after(forecast.task)  # fmt: skip
         model_lineage.set_caching_options(False)
+        staging_records = [
+            _db_step(
+                record_table(
+                    **db, table=table, role="staging", run_id=run_id, upstream=metrics_lineage.outputs["dataset"],
+                    batch_resources=forecast.batch_resources,
+                ),
+                f"lineage: {label} staging",
+            ).after(forecast.task)
+            for table, label in (
+                (forecast_staging, "forecast"), (context.outputs["backtest_staging_table"], "backtest"),
+            )
+        ]  # fmt: skip
         promote_forecasts = _db_step(
             upsert_staging(
                 **db,
@@ -192,7 +204,9 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 drop_staging=False,  # the history upsert reads it next
             ),
             "upsert forecasts into pool_daily_metrics",
-        ).after(forecast.task, metrics_lineage)  # fmt: skip  (the metrics lineage describes the table before)
+        ).after(
+            forecast.task, metrics_lineage, *staging_records
+        )  # fmt: skip  (the metrics lineage describes the table before)
         forecast_history = _db_step(
             upsert_staging(
                 **db, staging_table=forecast_staging, target_table=FORECAST_HISTORY_TABLE, key_columns=HISTORY_KEY,
@@ -206,7 +220,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 key_columns=HISTORY_KEY, update_columns=["as_of", *FORECAST_COLUMNS], run_id=run_id,
             ),
             "upsert backtests into history",
-        ).after(forecast.task)  # fmt: skip
+        ).after(forecast.task, *staging_records)  # fmt: skip
         evaluation = _db_step(
             evaluate_forecasts(
                 **db, run_id=run_id, holdout_as_of=dates.outputs["holdout_as_of"],
