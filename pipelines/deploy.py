@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +54,10 @@ def package(out_dir: Path) -> Path:
 
 
 def _cached_jars(settings: GcpSettings, cache_dir: Path) -> dict[Path, jars.MavenArtifact]:
-    """Where ``jars.resolve`` retrieves each jar of the settings' profile (``<cache>/<group>__<artifact>-<version>/``),
-    whether or not it is there yet: resolution waits for ``stage``, so a plan needs neither Java nor Maven."""
+    """Where ``jars.resolve`` retrieves each jar of the settings' profile, whether or not it is there yet:
+    resolution waits for ``stage``, so a plan needs neither Java nor Maven."""
     profile = get_profile(settings.runtime_profile)
-    return {
-        cache_dir / f"{artifact.group}__{artifact.artifact}-{artifact.version}" / name: artifact
-        for artifact, name in zip(profile.jars, profile.jar_file_names(), strict=True)
-    }
+    return {artifact.cache_folder(cache_dir) / artifact.file_name: artifact for artifact in profile.jars}
 
 
 def staging_plan(settings: GcpSettings, dist_dir: Path, cache_dir: Path = jars.DEFAULT_CACHE) -> dict[str, str]:
@@ -143,7 +139,7 @@ def stage(
 
 def settings_env_names() -> frozenset[str]:
     """The environment variables pipelines.settings reads: GcpSettings' fields upper-cased, and the image."""
-    return frozenset(f.name.upper() for f in fields(GcpSettings) if f.name != "extra_labels") | _EXTRA_SETTINGS_ENV
+    return GcpSettings.env_names() | _EXTRA_SETTINGS_ENV
 
 
 def settings_env_lines(terraform_outputs: Mapping[str, Any]) -> list[str]:

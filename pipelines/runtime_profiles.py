@@ -25,7 +25,7 @@ class RuntimeProfile:
 
     def jar_file_names(self) -> list[str]:
         """File names of the staged jars (as Ivy retrieves them: ``<group>__<artifact>-<version>.jar``)."""
-        return [f"{a.group}__{a.artifact}-{a.version}.jar" for a in self.jars]
+        return [a.file_name for a in self.jars]
 
 
 class ProfileError(ValueError):

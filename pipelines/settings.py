@@ -72,12 +72,14 @@ class GcpSettings:
     extra_labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
+    def env_names(cls) -> frozenset[str]:
+        """The environment variables the settings read (field names upper-cased)."""
+        return frozenset(f.name.upper() for f in fields(cls) if f.name != "extra_labels")
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GcpSettings:
         env = os.environ if environ is None else environ
-        values = {
-            f.name: env[f.name.upper()] for f in fields(cls) if f.name != "extra_labels" and f.name.upper() in env
-        }
-        return cls(**values)
+        return cls(**{name.lower(): env[name] for name in cls.env_names() if name in env})
 
     # --- the GCS layout (Cloud Build writes it, the pipeline reads it) ----------------------------------------
     @property

@@ -38,6 +38,15 @@ class MavenArtifact:
     def coordinates(self) -> str:
         return f"{self.group}:{self.artifact}:{self.version}"
 
+    @property
+    def file_name(self) -> str:
+        """The jar's name as retrieved here and as staged in GCS: ``<group>__<artifact>-<version>.jar``."""
+        return f"{self.group}__{self.artifact}-{self.version}.jar"
+
+    def cache_folder(self, cache_dir: Path = DEFAULT_CACHE) -> Path:
+        """Where :func:`resolve` retrieves this artifact and its dependencies."""
+        return cache_dir / f"{self.group}__{self.artifact}-{self.version}"
+
 
 # 42.7.2 fixed CVE-2024-1597 (SQL injection with preferQueryMode=simple); 42.7.8 is current and tested here.
 # transitive=False: its one dependency (checker-qual) holds annotations only, and Dataproc gets this jar alone.
@@ -82,7 +91,7 @@ def _ivy_jar() -> Path:
 
 def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Path]:
     """Returns local jar paths for ``artifact`` and its dependencies, downloading them on first use."""
-    target = cache_dir / f"{artifact.group}__{artifact.artifact}-{artifact.version}"
+    target = artifact.cache_folder(cache_dir)
     manifest = target / "manifest.json"
     if manifest.exists():
         jars = [target / name for name in json.loads(manifest.read_text())["jars"]]
@@ -109,9 +118,8 @@ def resolve(artifact: MavenArtifact, cache_dir: Path = DEFAULT_CACHE) -> list[Pa
             f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
     jars = sorted(target.glob("*.jar"))
-    main_jar = f"{artifact.group}__{artifact.artifact}-{artifact.version}"
-    if not any(p.name.startswith(main_jar) for p in jars):
-        raise JarResolutionError(f"Ivy reported success but {main_jar}*.jar is not in {target}")
+    if not any(p.name == artifact.file_name for p in jars):
+        raise JarResolutionError(f"Ivy reported success but {artifact.file_name} is not in {target}")
     manifest.write_text(json.dumps({"coordinates": artifact.coordinates, "jars": [p.name for p in jars]}, indent=1))
     return jars
 
