@@ -20,17 +20,6 @@ def write_text(spark: SparkSession, uri: str, content: str) -> None:
         stream.close()
 
 
-def read_text(spark: SparkSession, uri: str) -> str:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.open(path)
-    try:
-        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
-
-
 def code_version() -> str:
     """``CODE_VERSION`` (set by the build) or the git commit of a checkout, else ``unknown``."""
     if os.environ.get("CODE_VERSION"):
