@@ -11,13 +11,24 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from pipelines import errors, parameters
 from pipelines import local_run as lr
-from pipelines.local_run import LocalRun, LocalRunFailed, run_local
-from pipelines.settings import COMPILED_DIR, LOCAL_DIR, GcpSettings
+from pipelines.errors import Failure, HandledGroup
+from pipelines.local_run import LocalRun, run_local
+from pipelines.preflight import check_database
+from pipelines.settings import (
+    COMPILED_DIR,
+    COMPONENT_BASE_IMAGE,
+    LOCAL_DIR,
+    PLACEHOLDER_MARKERS,
+    GcpSettings,
+    PlaceholderSettings,
+)
 from spark_src.common.config import DbConfig
 
 
@@ -30,7 +41,7 @@ def _done(started: float) -> None:
     click.secho(f"    done in {time.monotonic() - started:.1f} s", fg="cyan", err=True)
 
 
-@click.group()
+@click.group(cls=HandledGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """DeFi pool metrics and forecasts: Spark jobs in a KFP pipeline."""
@@ -71,7 +82,16 @@ def compile_pipelines(out_dir: Path = COMPILED_DIR, settings: GcpSettings | None
 )
 def compile_command(out_dir: Path, settings_from_env: bool) -> None:
     """Compile the pipeline (local and Vertex variants) to YAML."""
-    for path in compile_pipelines(out_dir, GcpSettings.from_env() if settings_from_env else None):
+    settings = None
+    if settings_from_env:
+        settings = GcpSettings.from_env()
+        if any(marker in COMPONENT_BASE_IMAGE for marker in PLACEHOLDER_MARKERS):
+            # Read from the real environment only (see pipelines.settings): .env.gcp holds it, but is not read for it.
+            raise PlaceholderSettings(
+                f"COMPONENT_BASE_IMAGE is the placeholder {COMPONENT_BASE_IMAGE} (export it: it is read from the "
+                "environment only)"
+            )
+    for path in compile_pipelines(out_dir, settings):
         click.echo(f"wrote {path}")
 
 
@@ -142,26 +162,18 @@ def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> Non
     click.echo(f"run outputs: {run.run_dir}")
 
 
-def _run_or_report(db: DbConfig, **kwargs) -> LocalRun:
-    """Runs the local pipeline; on failure prints what the run left (parity report) and exits non-zero."""
-    try:
-        return run_local(db, **kwargs)
-    except LocalRunFailed as failure:
-        click.secho(str(failure), fg="red", err=True)
-        for task in (lr.PARITY_TASK, lr.LAST_TASK):
-            report = failure.run.file(task, "report")
-            if report:
-                click.secho(f"{task} report: {report}", fg="red", err=True)
-        if failure.run.artifact(lr.METRICS_UPSERT_TASK, "promoted") is None:
-            click.secho("nothing was promoted into pool_daily_metrics", fg="red", err=True)
-        raise SystemExit(1) from None
-
-
 @cli.command("lineage")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
 def lineage_command(run_dir: Path | None) -> None:
     """List the lineage artifacts (tables, model) of a local run (default: the latest)."""
     run = LocalRun(run_dir) if run_dir else lr.latest_run()
+    if run.artifact(lr.LAST_TASK, "forecast_metrics") is None:
+        raise Failure(
+            f"the run {run.run_dir} did not finish, its lineage is incomplete",
+            "see why with `defi-pipeline run-local` output or the run's reports; lineage of a finished run: "
+            "`defi-pipeline lineage <run dir>`",
+            errors.RUN_FAILED,
+        )
     click.echo(f"lineage of {run.run_dir}")
     for item in run.lineage():
         meta = _counts(item["metadata"])
@@ -176,24 +188,58 @@ def lineage_command(run_dir: Path | None) -> None:
         click.echo(f"  {item['uri']:<70} {detail}")
 
 
+def _pipeline_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Named options for the common pipeline parameters, and ``--param KEY=VALUE`` for every one of them."""
+    options = [
+        click.option(
+            "--param",
+            "params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any pipeline parameter, typed as the pipeline declares it (repeatable), e.g. "
+            "--param forecast_gate_tolerance=0.1.",
+        ),
+        click.option(
+            "--compare-with-legacy/--no-compare-with-legacy",
+            default=None,
+            help="Gate the promotion on parity with the legacy pandas job (pipeline default: on).",
+        ),
+        click.option("--legacy-n-trials", type=int, default=None, help="Optuna trials of the legacy forecaster."),
+        click.option("--holdout-days", type=int, default=None, help="Backtest as-of dates before as_of."),
+        click.option("--train-days", type=int, default=None, help="Training window of the forecasters, in days."),
+        click.option("--as-of", default=None, help="Forecast from this day (YYYY-MM-DD); default: latest actuals."),
+        click.option("--end", default=None, help="Last day (YYYY-MM-DD, inclusive); default: all."),
+        click.option("--start", default=None, help="First day (YYYY-MM-DD); default: all."),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
+_NAMED = ("start", "end", "as_of", "train_days", "holdout_days", "legacy_n_trials", "compare_with_legacy")
+
+
+def _run_parameters(options: dict, reserved: dict[str, str]) -> dict:
+    """The run's pipeline parameters from the named options given and ``--param``, typed and validated."""
+    named = {name: options[name] for name in _NAMED if options.get(name) is not None}
+    return parameters.resolve(
+        parameters.local_pipeline_spec(), parameters.parse_pairs(options["params"]), named, reserved
+    )
+
+
 @cli.command("run-local")
 @click.option("--database-url", envvar="DB_URL", help="postgresql://user@host:port/db (no password). Default: DB_*.")
 @click.option("--password-secret", default=None, help="Secret reference of the password (default env:DB_PASSWORD).")
-@click.option("--start", default="", help="First day (ISO date); default: all.")
-@click.option("--end", default="", help="Last day (ISO date, inclusive); default: all.")
-@click.option(
-    "--compare-with-legacy/--no-compare-with-legacy",
-    default=True,
-    show_default=True,
-    help="Gate the promotion on parity with the legacy pandas job.",
-)
-def run_local_command(
-    database_url: str | None, password_secret: str | None, start: str, end: str, compare_with_legacy: bool
-) -> None:
+@_pipeline_options
+def run_local_command(database_url: str | None, password_secret: str | None, **options) -> None:
     """Run the local pipeline against an existing PostgreSQL (its schema and raw data in place)."""
+    values = _run_parameters(
+        options, {"database_url": "--database-url or DB_URL", "password_secret": "--password-secret"}
+    )
     db = DbConfig.from_url(database_url, password_secret or "env:DB_PASSWORD") if database_url else DbConfig.from_env()
+    check_database(db)
     started = _step(f"running the local pipeline against {db.url}")
-    run = _run_or_report(db, start=start, end=end, compare_with_legacy=compare_with_legacy)
+    run = run_local(db, **values)
     _done(started)
     _print_run(run)
 
@@ -208,7 +254,8 @@ def run_local_command(
     default=None,
     help="Use this PostgreSQL (empty database, password in DB_PASSWORD) instead of the embedded one.",
 )
-def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str | None) -> None:
+@_pipeline_options
+def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str | None, **options) -> None:
     """Start a throwaway PostgreSQL, load synthetic data, run the local pipeline (twice by default)."""
     import contextlib
 
@@ -219,9 +266,12 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
     from database.synthetic import SyntheticSpec, generate, load
     from pipelines.local_run import table_fingerprint
 
+    reserved = {"database_url": "--database-url", "password_secret": "DB_PASSWORD (the demo sets it)"}
+    values = _run_parameters(options, reserved)  # refused before the database starts
     with contextlib.ExitStack() as stack:
         if database_url:
             db = DbConfig.from_url(database_url)
+            check_database(db, required_tables=())  # empty: the demo creates the schema
         else:
             started = _step("starting the embedded PostgreSQL (pgserver binaries, 127.0.0.1, free port)")
             pg = stack.enter_context(embedded_postgres(root=LOCAL_DIR / "postgres"))
@@ -242,7 +292,7 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
         for run in range(1, runs + 1):
             note = " (kfp.local; the first run on a machine downloads the jars)" if run == 1 else ""
             started = _step(f"pipeline run {run}/{runs}{note}")
-            run_result = _run_or_report(db)
+            run_result = run_local(db, **values)
             _done(started)
             fingerprints.append(table_fingerprint(engine))
             _print_run(run_result, fingerprints[-1])

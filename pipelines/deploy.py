@@ -178,9 +178,11 @@ def stage_command(dist_dir: Path, dry_run: bool) -> None:
 
     Settings (SPARK_BUCKET, CODE_VERSION, RUNTIME_PROFILE, ...) come from the environment.
     """
+    # A placeholder bucket is refused before anything is packaged; staging needs no other setting.
+    settings = GcpSettings.from_env(needed=["SPARK_BUCKET"])
     package(dist_dir)
     try:
-        stage(GcpSettings.from_env(), dist_dir, dry_run)
+        stage(settings, dist_dir, dry_run)
     except DeployError as error:
         raise click.ClickException(str(error)) from None
 

@@ -72,9 +72,17 @@ class LocalRun:
 
 
 class LocalRunFailed(RuntimeError):
+    """A local run that failed; ``next_step`` says where to read why (the reports it left)."""
+
     def __init__(self, run: LocalRun, cause: BaseException):
         super().__init__(f"the local pipeline run failed: {cause}")
         self.run = run
+        reports = [str(path) for task in (PARITY_TASK, LAST_TASK) if (path := run.file(task, "report"))]
+        self.next_step = f"read the reports {', '.join(reports)}" if reports else f"look into {run.run_dir}"
+
+
+class NoLocalRun(FileNotFoundError):
+    """No local run folder exists yet."""
 
 
 def run_local(
@@ -123,7 +131,7 @@ def latest_run(runs_dir: Path = RUNS_DIR) -> LocalRun:
     """The most recent local run."""
     runs = sorted(p for p in runs_dir.glob("*/*") if p.is_dir())
     if not runs:
-        raise FileNotFoundError(f"no local run under {runs_dir}: run `make demo` or `run-local` first")
+        raise NoLocalRun(f"no local run under {runs_dir}")
     return LocalRun(runs[-1])
 
 

@@ -8,7 +8,7 @@ GCS layout that Cloud Build uploads to and the Vertex pipeline reads from is der
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -44,6 +44,14 @@ COMPONENT_BASE_IMAGE = os.environ.get(
 )
 
 
+# What the defaults below hold in place of a real project: a command that talks to GCP refuses them.
+PLACEHOLDER_MARKERS = ("your-gcp-project", "projects/000000000000/")
+
+
+class PlaceholderSettings(ValueError):
+    """GCP settings still holding the documented placeholders (``your-gcp-project``…)."""
+
+
 @dataclass(frozen=True)
 class GcpSettings:
     """Where the pipeline runs on GCP. Environment variable = field name in upper case (e.g. GCP_PROJECT)."""
@@ -77,9 +85,33 @@ class GcpSettings:
         return frozenset(f.name.upper() for f in fields(cls) if f.name != "extra_labels")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> GcpSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, needed: Iterable[str] | None = None) -> GcpSettings:
+        """The settings of the environment. Every caller talks to GCP (submit, schedule, publish, compare, stage,
+        compile --settings-from-env), so placeholders are refused here, before a request names a project that
+        does not exist.
+
+        Args:
+            environ: Default: ``os.environ``.
+            needed: The variables the caller uses (``stage`` needs only ``SPARK_BUCKET``); default: all.
+
+        Raises:
+            PlaceholderSettings: a needed setting is unset and its default is a placeholder, or is set to one.
+        """
         env = os.environ if environ is None else environ
-        return cls(**{name.lower(): env[name] for name in cls.env_names() if name in env})
+        settings = cls(**{name.lower(): env[name] for name in cls.env_names() if name in env})
+        wanted = set(cls.env_names() if needed is None else needed)
+        placeholders = [name for name in settings.placeholders() if name in wanted]
+        if placeholders:
+            raise PlaceholderSettings(f"GCP settings still hold the documented placeholders: {', '.join(placeholders)}")
+        return settings
+
+    def placeholders(self) -> list[str]:
+        """The environment variable names of the settings that still hold a placeholder value."""
+        return [
+            f.name.upper()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), str) and any(m in getattr(self, f.name) for m in PLACEHOLDER_MARKERS)
+        ]
 
     # --- the GCS layout (Cloud Build writes it, the pipeline reads it) ----------------------------------------
     @property

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from pipelines import parameters
 from pipelines.local_run import LAST_TASK, PARITY_TASK, RUNS_DIR, LocalRun
 from pipelines.settings import COMPILED_DIR, GcpSettings
 from spark_src.common.config import ConfigError, DbConfig, validate_secret_ref
@@ -56,45 +57,6 @@ def load_template(template: str | Path, settings: GcpSettings, credentials: Cred
         credentials = initializer.global_config.credentials
     document = yaml_utils.load_yaml(str(template), settings.gcp_project, credentials)
     return document.get("pipelineSpec", document)  # a PipelineJob JSON wraps the spec
-
-
-def template_parameters(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """{name: input definition (``parameterType``, ``defaultValue``…)} of the pipeline's parameters."""
-    return dict(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
-
-
-def coerce_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Converts string values (``--param train_days=30``) to the type the template declares.
-
-    Vertex stores a parameter value as given: the string "30" for an integer parameter fails only when the run
-    starts. Non-string values pass unchanged.
-
-    Raises:
-        ValueError: an unknown parameter or a value that does not parse as the declared type.
-    """
-    definitions = template_parameters(spec)
-    typed = {}
-    for name, value in values.items():
-        if name not in definitions:
-            raise ValueError(f"the pipeline has no parameter {name!r}; known: {', '.join(sorted(definitions))}")
-        kind = definitions[name].get("parameterType", "STRING")
-        typed[name] = _parse(name, value, kind) if isinstance(value, str) else value
-    return typed
-
-
-def _parse(name: str, text: str, kind: str) -> Any:
-    try:
-        if kind == "NUMBER_INTEGER":
-            return int(text)
-        if kind == "NUMBER_DOUBLE":
-            return float(text)
-        if kind == "BOOLEAN":
-            return {"true": True, "false": False}[text.strip().lower()]
-        if kind in ("LIST", "STRUCT"):
-            return json.loads(text)
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"parameter {name!r} expects {kind}, got {text!r}") from err
-    return text
 
 
 def check_no_credentials(parameter_values: Mapping[str, Any]) -> None:
@@ -195,15 +157,15 @@ def build_pipeline_job(
         credentials: Credentials of the template download and of the client; default: application default.
 
     Raises:
-        ValueError: a parameter carries a credential, is unknown or mistyped, or the template was compiled for
-            another project or region.
+        ValueError: a parameter carries a credential, is unknown, mistyped or out of range (a date, start after
+            end…), or the template was compiled for another project or region.
     """
     from google.cloud import aiplatform
 
     spec = load_template(template, settings, credentials)
-    values = coerce_parameters(spec, parameter_values)
+    values = parameters.with_defaults_validated(spec, parameter_values)
     # The compiled defaults are submitted too: check them as well as the overrides.
-    defaults = {name: d["defaultValue"] for name, d in template_parameters(spec).items() if "defaultValue" in d}
+    defaults = {name: d["defaultValue"] for name, d in parameters.spec_parameters(spec).items() if "defaultValue" in d}
     check_no_credentials({**defaults, **values})
     check_template_matches(spec, settings)
     pipeline_name = spec["pipelineInfo"]["name"]
@@ -404,7 +366,7 @@ def publish(settings: GcpSettings, template_path: Path, tags: list[str] | None =
     spec = load_template(template_path, settings)
     check_template_matches(spec, settings)
     check_no_credentials(
-        {name: d["defaultValue"] for name, d in template_parameters(spec).items() if "defaultValue" in d}
+        {name: d["defaultValue"] for name, d in parameters.spec_parameters(spec).items() if "defaultValue" in d}
     )
     client = RegistryClient(host=settings.template_host, auth=auth)
     package, version = client.upload_pipeline(
@@ -477,17 +439,6 @@ def _run_started(run_dir: Path) -> dt.datetime:
 
 
 # --- command line ---------------------------------------------------------------------------------------------
-def _parameters(pairs: tuple[str, ...]) -> dict[str, str]:
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            # Not echoed: a malformed argument may be a value that was meant to stay private.
-            raise click.BadParameter("expected KEY=VALUE (an argument has no '=' or no key)", param_hint="--param")
-        values[key.strip()] = value
-    return values
-
-
 def _dry_run_credentials(dry_run: bool, template: str) -> Credentials | None:
     """A dry run sends nothing, so it needs no account, unless the template itself must be downloaded."""
     if dry_run and not template.startswith(("https://", "gs://")):
@@ -522,7 +473,9 @@ def _job_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _fail(err: ValueError) -> click.ClickException:
-    return click.ClickException(str(err))
+    from pipelines.errors import known_failure
+
+    return known_failure(err) or click.ClickException(str(err))
 
 
 def _template(settings: GcpSettings, template: str, tag: str | None) -> str:
@@ -543,8 +496,10 @@ def submit_command(
     template = _template(settings, template, tag)
     experiment = settings.experiment if experiment is None else experiment
     try:
+        values = parameters.parse_pairs(params)
+        parameters.refuse_reserved(values, {"experiment": "--experiment"})
         result = submit(
-            settings, template, _parameters(params), experiment, dry_run=dry_run,
+            settings, template, values, experiment, dry_run=dry_run,
             credentials=_dry_run_credentials(dry_run, template),
         )  # fmt: skip
     except ValueError as err:
@@ -573,8 +528,10 @@ def schedule_command(
     template = _template(settings, template, tag)
     experiment = settings.experiment if experiment is None else experiment
     try:
+        values = parameters.parse_pairs(params)
+        parameters.refuse_reserved(values, {"experiment": "--experiment"})
         result = schedule(
-            settings, template, _parameters(params), cron, display_name, experiment, dry_run=dry_run,
+            settings, template, values, cron, display_name, experiment, dry_run=dry_run,
             credentials=_dry_run_credentials(dry_run, template),
         )  # fmt: skip
     except ValueError as err:
