@@ -64,3 +64,11 @@ def spark():
     )
     yield session
     session.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts Spark is ``slow`` (a JVM, then seconds per job): ``pytest -m "not slow"`` is the fast
+    loop. Whole-pipeline and forecasting files mark themselves with ``pytestmark``."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
