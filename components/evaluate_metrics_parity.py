@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def evaluate_metrics_parity(
     database_url: str,
     spark_table: str,

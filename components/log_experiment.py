@@ -8,10 +8,10 @@ scheduled run cannot be (schedules take no experiment), so the pipeline logs it 
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def log_run_to_experiment(
     experiment: str,
     project: str,

@@ -10,10 +10,10 @@ The local run produces the same artifacts.
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def record_table(
     database_url: str,
     table: str,
@@ -81,7 +81,7 @@ def record_table(
     )
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def record_model(
     model_dir: str,
     run_id: str,

@@ -7,10 +7,10 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
     "RunContext",
     run_id=str,

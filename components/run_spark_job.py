@@ -5,10 +5,10 @@ Dataproc Serverless batches, running the very code Dataproc runs (same module, s
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def run_pool_metrics_local(
     database_url: str,
     run_id: str,
@@ -40,7 +40,7 @@ def run_pool_metrics_local(
     staging.metadata.update(summary)
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def run_forecast_local(
     database_url: str,
     run_id: str,

@@ -8,10 +8,10 @@ forecast upsert the ``forecasted_*`` columns; neither touches the other's column
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def upsert_staging(
     database_url: str,
     staging_table: str,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from components.base_image import component_base_image
 from pipelines import errors, parameters
 from pipelines import local_run as lr
 from pipelines.errors import Failure, HandledGroup
@@ -23,11 +24,11 @@ from pipelines.local_run import LocalRun, run_local
 from pipelines.preflight import check_database
 from pipelines.settings import (
     COMPILED_DIR,
-    COMPONENT_BASE_IMAGE,
     LOCAL_DIR,
     PLACEHOLDER_MARKERS,
     GcpSettings,
     PlaceholderSettings,
+    load_dotenv,
 )
 from spark_src.common.config import DbConfig
 
@@ -45,6 +46,7 @@ def _done(started: float) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """DeFi pool metrics and forecasts: Spark jobs in a KFP pipeline."""
+    load_dotenv()  # before the subcommand reads its options' environment variables (DB_URL, GCP_PROJECT, …)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -85,11 +87,12 @@ def compile_command(out_dir: Path, settings_from_env: bool) -> None:
     settings = None
     if settings_from_env:
         settings = GcpSettings.from_env()
-        if any(marker in COMPONENT_BASE_IMAGE for marker in PLACEHOLDER_MARKERS):
-            # Read from the real environment only (see pipelines.settings): .env.gcp holds it, but is not read for it.
+        image = component_base_image()
+        if any(marker in image for marker in PLACEHOLDER_MARKERS):
+            # Read from the real environment only (see components.base_image): .env.gcp holds it, but is not read
+            # for it.
             raise PlaceholderSettings(
-                f"COMPONENT_BASE_IMAGE is the placeholder {COMPONENT_BASE_IMAGE} (export it: it is read from the "
-                "environment only)"
+                f"COMPONENT_BASE_IMAGE is the placeholder {image} (export it: it is read from the environment only)"
             )
     for path in compile_pipelines(out_dir, settings):
         click.echo(f"wrote {path}")
@@ -104,22 +107,22 @@ def _counts(metadata: dict) -> dict:
 
 
 def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
-    staging = _counts(run.metadata(lr.METRICS_TASK, "staging"))
+    from pipelines.pool_pipeline import METRICS_TABLE  # kfp loads in a second: only once a run is there
+
+    staging = _counts(run.metadata("staging"))
     click.echo(
         f"pool metrics (Spark): {staging['pools']} pools, {staging['rows_written']} rows written to "
         f"{staging['staging_table']} ({staging['seconds']} s); rejected {json.dumps(staging['rejected'])}; "
         f"tvl set NULL {json.dumps(staging['tvl_nulled'])}; "
         f"{staging['observations_superseded']} superseded same-day observations"
     )
-    legacy = run.artifact(lr.LEGACY_METRICS_TASK, "shadow")
-    if legacy and not legacy["metadata"].get("skipped"):
-        meta = _counts(legacy["metadata"])
-        click.echo(
-            f"pool metrics (legacy pandas): {meta['pools']} pools, {meta['rows_written']} rows -> {legacy['uri']}"
-        )
-    parity = run.artifact(lr.PARITY_TASK, "parity")
-    if parity and "parity_pass" in parity["metadata"]:
-        meta = _counts(parity["metadata"])
+    legacy = run.find("shadow")
+    if legacy and not legacy.metadata.get("skipped"):
+        meta = _counts(legacy.metadata)
+        click.echo(f"pool metrics (legacy pandas): {meta['pools']} pools, {meta['rows_written']} rows -> {legacy.uri}")
+    parity = run.find("parity")
+    if parity and "parity_pass" in parity.metadata:
+        meta = _counts(parity.metadata)
         verdict = "PASS" if meta["parity_pass"] == 1 else "FAIL"
         click.secho(
             f"parity gate: {verdict}: {meta['parity_rows_compared']} rows compared, "
@@ -129,25 +132,25 @@ def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> Non
         )
     elif parity:
         click.echo("parity gate: skipped (compare_with_legacy is off)")
-    for task, label in ((lr.METRICS_UPSERT_TASK, "metrics"), (lr.FORECAST_UPSERT_TASK, "forecasts")):
-        promoted = run.artifact(task, "promoted")
+    for staging, label in (("metrics_staging_table", "metrics"), ("forecast_staging_table", "forecasts")):
+        promoted = run.promotion(staging, METRICS_TABLE)
         if promoted:
-            meta = _counts(promoted["metadata"])
+            meta = _counts(promoted.metadata)
             click.echo(
                 f"upsert of {label} into {meta['table']}: {meta['inserted']} inserted, {meta['updated']} updated, "
                 f"{meta['unchanged']} unchanged"
             )
-    forecast = run.artifact(lr.FORECAST_TASK, "forecasts")
-    model = run.artifact(lr.FORECAST_TASK, "model")
+    forecast = run.find("forecasts")
+    model = forecast and run.sibling(forecast, "model")
     if forecast and model:
-        meta = _counts(forecast["metadata"])
+        meta = _counts(forecast.metadata)
         click.echo(
             f"forecast (SynapseML LightGBM): {meta['pools_forecast']} pools for {meta['forecast_date']} "
-            f"(as of {meta['as_of']}, {meta['training_rows']} training rows); model {model['uri']}"
+            f"(as of {meta['as_of']}, {meta['training_rows']} training rows); model {model.uri}"
         )
-    evaluation = run.artifact(lr.LAST_TASK, "forecast_metrics")
+    evaluation = run.find("forecast_metrics")
     if evaluation:
-        meta = _counts(evaluation["metadata"])
+        meta = _counts(evaluation.metadata)
         rows = meta.get("forecast_rows_evaluated_apy")
         click.echo(f"forecast evaluation on {rows} holdout rows (next-day APY, percentage points):")
         for name in ("spark", "legacy", "naive"):
@@ -167,7 +170,7 @@ def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> Non
 def lineage_command(run_dir: Path | None) -> None:
     """List the lineage artifacts (tables, model) of a local run (default: the latest)."""
     run = LocalRun(run_dir) if run_dir else lr.latest_run()
-    if run.artifact(lr.LAST_TASK, "forecast_metrics") is None:
+    if run.missing_tasks():
         raise Failure(
             f"the run {run.run_dir} did not finish, its lineage is incomplete",
             "see why with `defi-pipeline run-local` output or the run's reports; lineage of a finished run: "

@@ -25,7 +25,7 @@ SPARK_JOBS = ("pool_metrics", "forecast")
 ZIP_NAME = "spark_src.zip"
 # The earliest timestamp a zip entry can hold; fixed so that the same sources always give the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-# Not a GcpSettings field but read from the environment by pipelines.settings as well.
+# Not a GcpSettings field: components.base_image reads it from the environment.
 _EXTRA_SETTINGS_ENV = frozenset({"COMPONENT_BASE_IMAGE"})
 
 
@@ -138,7 +138,7 @@ def stage(
 
 
 def settings_env_names() -> frozenset[str]:
-    """The environment variables pipelines.settings reads: GcpSettings' fields upper-cased, and the image."""
+    """The environment variables the settings read: GcpSettings' fields upper-cased, and the components' image."""
     return GcpSettings.env_names() | _EXTRA_SETTINGS_ENV
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +16,27 @@ from pipelines.settings import LOCAL_DIR
 from spark_src.common.config import DbConfig
 
 RUNS_DIR = LOCAL_DIR / "runs"
-# Compiled task names (KFP numbers repeated components: upsert-staging, upsert-staging-2, …).
-METRICS_TASK = "run-pool-metrics-local"
-LEGACY_METRICS_TASK = "run-legacy-metrics"
-PARITY_TASK = "evaluate-metrics-parity"
-METRICS_UPSERT_TASK = "upsert-staging"
-FORECAST_TASK = "run-forecast-local"
-FORECAST_UPSERT_TASK = "upsert-staging-2"
-LAST_TASK = "evaluate-forecasts"
+# kfp.local's failure message names the failed task (colour codes around the quoted name).
+_FAILED_TASK = re.compile(r"Inner task failed: (?:\x1b\[[0-9;]*m)?'([^']+)'")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output artifact of a task of a local run."""
+
+    task: str
+    name: str
+    uri: str
+    metadata: dict
 
 
 @dataclass(frozen=True)
 class LocalRun:
-    """A local run's folder: every task's ``executor_output.json`` (artifact URIs, metadata, parameters)."""
+    """A local run's folder: every task's ``executor_output.json`` (artifact URIs, metadata, parameters).
+
+    Outputs are found by what they are (the output's name in its component, its metadata: table, staging
+    table, role), never by the task names KFP numbers when a component is used twice (``upsert-staging-2``).
+    """
 
     run_dir: Path
 
@@ -46,24 +55,68 @@ class LocalRun:
             found[output.parent.name] = {"artifacts": artifacts, "parameters": raw.get("parameterValues", {})}
         return found
 
-    def artifact(self, task: str, name: str) -> dict | None:
-        """The artifact ``name`` of ``task`` (the compiled task name, e.g. ``upsert-staging-2``), if it ran."""
-        return self.tasks().get(task, {}).get("artifacts", {}).get(name)
+    def outputs(self, name: str | None = None, **metadata) -> list[Output]:
+        """The output artifacts called ``name`` (any name if None) whose metadata holds the given values."""
+        return [
+            Output(task, artifact_name, artifact["uri"], artifact["metadata"])
+            for task, outputs in self.tasks().items()
+            for artifact_name, artifact in outputs["artifacts"].items()
+            if name in (None, artifact_name)
+            and all(artifact["metadata"].get(key) == value for key, value in metadata.items())
+        ]
 
-    def metadata(self, task: str, name: str) -> dict:
-        artifact = self.artifact(task, name)
-        if artifact is None:
-            raise KeyError(f"task {task} has no output {name} in {self.run_dir}")
-        return artifact["metadata"]
+    def find(self, name: str, **metadata) -> Output | None:
+        """The one output artifact called ``name`` with that metadata, None if no task wrote it.
+
+        Raises:
+            LookupError: several outputs match (the question needs more metadata to be unambiguous).
+        """
+        found = self.outputs(name, **metadata)
+        if len(found) > 1:
+            raise LookupError(f"{len(found)} outputs {name} {metadata} in {self.run_dir}: {[o.task for o in found]}")
+        return found[0] if found else None
+
+    def metadata(self, name: str, **metadata) -> dict:
+        """The metadata of the one output ``name`` (see :meth:`find`); KeyError when no task wrote it."""
+        output = self.find(name, **metadata)
+        if output is None:
+            raise KeyError(f"no output {name} {metadata or ''} in {self.run_dir}")
+        return output.metadata
+
+    def sibling(self, output: Output, name: str) -> Output | None:
+        """The output ``name`` of the task that wrote ``output`` (e.g. the model beside the forecasts)."""
+        artifact = self.tasks().get(output.task, {}).get("artifacts", {}).get(name)
+        return Output(output.task, name, artifact["uri"], artifact["metadata"]) if artifact else None
+
+    def parameters(self, *names: str) -> dict:
+        """The output parameters of the one task that outputs all of ``names`` ({} if none ran)."""
+        found = [t["parameters"] for t in self.tasks().values() if set(names) <= set(t["parameters"])]
+        if len(found) > 1:
+            raise LookupError(f"{len(found)} tasks output the parameters {names} in {self.run_dir}")
+        return found[0] if found else {}
+
+    def context(self) -> dict:
+        """The run context: run id, the staging tables, model dir, batch ids."""
+        return self.parameters("run_id")
+
+    def promotion(self, staging_output: str, table: str) -> Output | None:
+        """The upsert of the run's staging table ``staging_output`` (a run-context output) into ``table``."""
+        staging_table = self.context().get(staging_output)
+        return self.find("promoted", table=table, staging_table=staging_table) if staging_table else None
+
+    def missing_tasks(self) -> list[str]:
+        """The local pipeline's tasks that left no output in this run: none for a run that finished."""
+        from pipelines.pool_pipeline import pool_pipeline
+
+        return sorted(set(pool_pipeline.pipeline_spec.root.dag.tasks) - set(self.tasks()))
 
     def lineage(self) -> list[dict]:
         """The run's lineage artifacts (tables and model): task, uri and metadata, in task order."""
-        found = []
-        for task, outputs in self.tasks().items():
-            if task.startswith(("record-table", "record-model")):
-                for name, artifact in outputs["artifacts"].items():
-                    found.append({"task": task, "artifact": name, **artifact})
-        return found
+        return [
+            {"task": o.task, "artifact": o.name, "uri": o.uri, "metadata": o.metadata}
+            for o in self.outputs()
+            if (o.name == "dataset" and "role" in o.metadata) or (o.name == "model" and "model_card" in o.metadata)
+        ]
 
     def file(self, task: str, name: str) -> Path | None:
         """Local path of a file artifact (e.g. a Markdown report), also of a task that failed."""
@@ -72,13 +125,16 @@ class LocalRun:
 
 
 class LocalRunFailed(RuntimeError):
-    """A local run that failed; ``next_step`` says where to read why (the reports it left)."""
+    """A local run that failed; ``next_step`` says where to read why (the failed task's report, if it left one)."""
 
     def __init__(self, run: LocalRun, cause: BaseException):
         super().__init__(f"the local pipeline run failed: {cause}")
         self.run = run
-        reports = [str(path) for task in (PARITY_TASK, LAST_TASK) if (path := run.file(task, "report"))]
-        self.next_step = f"read the reports {', '.join(reports)}" if reports else f"look into {run.run_dir}"
+        match = _FAILED_TASK.search(str(cause))
+        # The compiled name of the task that failed, as kfp.local reports it (None if it names none).
+        self.failed_task = match.group(1) if match else None
+        report = run.file(self.failed_task, "report") if self.failed_task else None
+        self.next_step = f"read the report {report}" if report else f"look into {run.run_dir}"
 
 
 class NoLocalRun(FileNotFoundError):
@@ -121,9 +177,10 @@ def run_local(
     except Exception as err:  # kfp.local raises RuntimeError for a failed task
         raise LocalRunFailed(_single_run(pipeline_root), err) from err
     run = _single_run(pipeline_root)
-    # Do not trust the reported status alone (kubeflow/pipelines#13332): the promotion must have written output.
-    if run.artifact(LAST_TASK, "forecast_metrics") is None:
-        raise LocalRunFailed(run, RuntimeError(f"the last task ({LAST_TASK}) left no output"))
+    # Do not trust the reported status alone (kubeflow/pipelines#13332): every task must have left its outputs.
+    missing = run.missing_tasks()
+    if missing:
+        raise LocalRunFailed(run, RuntimeError(f"tasks reported done but left no output: {', '.join(missing)}"))
     return run
 
 

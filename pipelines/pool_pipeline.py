@@ -15,6 +15,8 @@ and the parity gate into no-ops (a flag rather than dsl.If: KFP forbids a task a
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects of pipelines.
 
+from dataclasses import dataclass
+
 from kfp import dsl
 
 from components.evaluate_forecasts import evaluate_forecasts
@@ -26,7 +28,7 @@ from components.run_context import make_run_context
 from components.run_legacy_forecast import run_legacy_forecast
 from components.run_legacy_metrics import run_legacy_metrics
 from components.upsert_staging import upsert_staging
-from pipelines.targets import LocalTarget, VertexTarget
+from pipelines.targets import LocalTarget, SparkStep, VertexTarget
 from spark_src.common.columns import FORECAST_COLUMNS as _FORECAST_COLUMNS
 from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
 
@@ -50,6 +52,78 @@ def _db_step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
     # Every step reads or writes the database: a cached result would be stale.
     task.set_caching_options(False)
     return task.set_display_name(name)
+
+
+@dataclass(frozen=True)
+class BusinessSteps:
+    """The tasks of the business steps that lineage records describe (or must run before)."""
+
+    metrics: SparkStep
+    promote_metrics: dsl.PipelineTask
+    forecast: SparkStep
+    promote_forecasts: dsl.PipelineTask
+    forecast_history: dsl.PipelineTask
+    backtest_history: dsl.PipelineTask
+    evaluation: dsl.PipelineTask
+
+
+def record_lineage(db: dict, run_id, context: dsl.PipelineTask, steps: BusinessSteps) -> None:
+    """A Dataset per source, staging and target table, a Model for the forecast model, each wired to the step
+    it describes.
+
+    A record of a table a later step drops or changes must run before that step, so this also orders business
+    steps after lineage records: sources before the metrics job, staging tables before the upserts that drop
+    them, ``pool_daily_metrics`` as the metrics left it before the forecasts are upserted into it.
+    """
+
+    def table(name, role: str, label: str, **kwargs) -> dsl.PipelineTask:
+        return _db_step(record_table(**db, table=name, role=role, run_id=run_id, **kwargs), f"lineage: {label}")
+
+    sources = {name: table(name, "source", name, time_column=column) for name, column in SOURCE_TABLES.items()}
+    steps.metrics.task.after(*sources.values())
+
+    metrics_staging = table(
+        context.outputs["metrics_staging_table"],
+        "staging",
+        "metrics staging",
+        upstream=sources["raw_defillama_pool_history"].outputs["dataset"],
+        batch_resources=steps.metrics.batch_resources,
+    ).after(steps.metrics.task)
+    steps.promote_metrics.after(metrics_staging)
+
+    metrics_target = table(
+        METRICS_TABLE, "target", f"{METRICS_TABLE} (metrics)", upstream=metrics_staging.outputs["dataset"]
+    ).after(steps.promote_metrics)
+    steps.promote_forecasts.after(metrics_target)
+
+    model = record_model(
+        model_dir=context.outputs["model_dir"],
+        run_id=run_id,
+        training_data=metrics_target.outputs["dataset"],
+        batch_resources=steps.forecast.batch_resources,
+    )
+    model.set_display_name("lineage: forecast model").set_caching_options(False).after(steps.forecast.task)
+
+    forecast_staging = [
+        table(
+            context.outputs[output],
+            "staging",
+            f"{label} staging",
+            upstream=metrics_target.outputs["dataset"],
+            batch_resources=steps.forecast.batch_resources,
+        ).after(steps.forecast.task)
+        for output, label in (("forecast_staging_table", "forecast"), ("backtest_staging_table", "backtest"))
+    ]
+    steps.promote_forecasts.after(*forecast_staging)
+    steps.backtest_history.after(*forecast_staging)
+
+    for name, column, upstream in (
+        (METRICS_TABLE, "date", model),
+        (FORECAST_HISTORY_TABLE, "forecast_date", steps.evaluation),
+    ):
+        table(
+            name, "target", f"{name} (forecasts)", upstream=metrics_target.outputs["dataset"], time_column=column
+        ).after(upstream, steps.promote_forecasts, steps.forecast_history)
 
 
 def build_pipeline(target: LocalTarget | VertexTarget):
@@ -107,93 +181,82 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         run_id = context.outputs["run_id"]
         metrics_staging = context.outputs["metrics_staging_table"]
         forecast_staging = context.outputs["forecast_staging_table"]
-
-        sources = {
-            table: _db_step(
-                record_table(**db, table=table, role="source", run_id=run_id, time_column=time_column),
-                f"lineage: {table}",
-            )
-            for table, time_column in SOURCE_TABLES.items()
-        }
+        backtest_staging = context.outputs["backtest_staging_table"]
 
         # --- daily metrics -------------------------------------------------------------------------------
         metrics = target.pool_metrics(
-            **db, run_id=run_id, staging_table=metrics_staging, start=start, end=end,
+            **db,
+            run_id=run_id,
+            staging_table=metrics_staging,
+            start=start,
+            end=end,
             batch_id=context.outputs["metrics_batch_id"],
-        )  # fmt: skip
-        _db_step(metrics.task, "pool metrics (Spark)").after(*sources.values())
+        )
+        _db_step(metrics.task, "pool metrics (Spark)")
         legacy_metrics = _db_step(
             run_legacy_metrics(
-                **db, shadow_table=LEGACY_SHADOW_TABLE, start=start, end=end, run_id=run_id,
+                **db,
+                shadow_table=LEGACY_SHADOW_TABLE,
+                start=start,
+                end=end,
+                run_id=run_id,
                 enabled=compare_with_legacy,
             ),
             "pool metrics (legacy pandas)",
-        )  # fmt: skip
-        staging_lineage = _db_step(
-            record_table(
-                **db, table=metrics_staging, role="staging", run_id=run_id,
-                upstream=sources["raw_defillama_pool_history"].outputs["dataset"],
-                batch_resources=metrics.batch_resources,
-            ),
-            "lineage: metrics staging",
-        ).after(metrics.task)  # fmt: skip
+        )
         parity = _db_step(
             evaluate_metrics_parity(
-                **db, spark_table=metrics_staging, legacy_table=LEGACY_SHADOW_TABLE, start=start, end=end,
-                columns=METRIC_COLUMNS, rel_tol=parity_rel_tol, fail_on_mismatch=True, enabled=compare_with_legacy,
+                **db,
+                spark_table=metrics_staging,
+                legacy_table=LEGACY_SHADOW_TABLE,
+                start=start,
+                end=end,
+                columns=METRIC_COLUMNS,
+                rel_tol=parity_rel_tol,
+                fail_on_mismatch=True,
+                enabled=compare_with_legacy,
             ),
             "parity gate: Spark vs legacy",
-        ).after(metrics.task, legacy_metrics)  # fmt: skip
+        ).after(metrics.task, legacy_metrics)
         promote_metrics = _db_step(
             upsert_staging(
-                **db, staging_table=metrics_staging, target_table=METRICS_TABLE, update_columns=METRIC_COLUMNS,
+                **db,
+                staging_table=metrics_staging,
+                target_table=METRICS_TABLE,
+                update_columns=METRIC_COLUMNS,
                 run_id=run_id,
             ),
             "upsert pool_daily_metrics",
-        ).after(parity, staging_lineage)  # fmt: skip
+        ).after(parity)
 
         # --- next-day forecasts --------------------------------------------------------------------------
-        dates = _db_step(resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days), "forecast dates").after(
-            promote_metrics
-        )
+        dates = _db_step(
+            resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days),
+            "forecast dates",
+        ).after(promote_metrics)
         forecast = target.forecast(
-            **db, run_id=run_id, staging_table=forecast_staging,
-            backtest_table=context.outputs["backtest_staging_table"], model_dir=context.outputs["model_dir"],
-            as_of=dates.outputs["as_of"], holdout_as_of=dates.outputs["holdout_as_of"], train_days=train_days,
+            **db,
+            run_id=run_id,
+            staging_table=forecast_staging,
+            backtest_table=backtest_staging,
+            model_dir=context.outputs["model_dir"],
+            as_of=dates.outputs["as_of"],
+            holdout_as_of=dates.outputs["holdout_as_of"],
+            train_days=train_days,
             batch_id=context.outputs["forecast_batch_id"],
-        )  # fmt: skip
+        )
         _db_step(forecast.task, "forecast (Spark, SynapseML LightGBM)")
         legacy_forecast = _db_step(
             run_legacy_forecast(
-                **db, run_id=run_id, holdout_as_of=dates.outputs["holdout_as_of"],
-                history_table=FORECAST_HISTORY_TABLE, train_days=train_days, n_trials=legacy_n_trials,
+                **db,
+                run_id=run_id,
+                holdout_as_of=dates.outputs["holdout_as_of"],
+                history_table=FORECAST_HISTORY_TABLE,
+                train_days=train_days,
+                n_trials=legacy_n_trials,
             ),
             "legacy forecast (holdout dates)",
-        )  # fmt: skip
-        metrics_lineage = _db_step(
-            record_table(
-                **db, table=METRICS_TABLE, role="target", run_id=run_id,
-                upstream=staging_lineage.outputs["dataset"],
-            ),
-            "lineage: pool_daily_metrics (metrics)",
-        ).after(promote_metrics)  # fmt: skip
-        model_lineage = record_model(
-            model_dir=context.outputs["model_dir"], run_id=run_id,
-            training_data=metrics_lineage.outputs["dataset"], batch_resources=forecast.batch_resources,
-        ).set_display_name("lineage: forecast model").after(forecast.task)  # fmt: skip
-        model_lineage.set_caching_options(False)
-        staging_records = [
-            _db_step(
-                record_table(
-                    **db, table=table, role="staging", run_id=run_id, upstream=metrics_lineage.outputs["dataset"],
-                    batch_resources=forecast.batch_resources,
-                ),
-                f"lineage: {label} staging",
-            ).after(forecast.task)
-            for table, label in (
-                (forecast_staging, "forecast"), (context.outputs["backtest_staging_table"], "backtest"),
-            )
-        ]  # fmt: skip
+        )
         promote_forecasts = _db_step(
             upsert_staging(
                 **db,
@@ -204,45 +267,72 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 drop_staging=False,  # the history upsert reads it next
             ),
             "upsert forecasts into pool_daily_metrics",
-        ).after(
-            forecast.task, metrics_lineage, *staging_records
-        )  # fmt: skip  (the metrics lineage describes the table before)
+        ).after(forecast.task)
         forecast_history = _db_step(
             upsert_staging(
-                **db, staging_table=forecast_staging, target_table=FORECAST_HISTORY_TABLE, key_columns=HISTORY_KEY,
-                update_columns=["as_of", *FORECAST_COLUMNS], run_id=run_id,
+                **db,
+                staging_table=forecast_staging,
+                target_table=FORECAST_HISTORY_TABLE,
+                key_columns=HISTORY_KEY,
+                update_columns=["as_of", *FORECAST_COLUMNS],
+                run_id=run_id,
             ),
             "upsert forecasts into history",
-        ).after(promote_forecasts)  # fmt: skip
+        ).after(promote_forecasts)
         backtest_history = _db_step(
             upsert_staging(
-                **db, staging_table=context.outputs["backtest_staging_table"], target_table=FORECAST_HISTORY_TABLE,
-                key_columns=HISTORY_KEY, update_columns=["as_of", *FORECAST_COLUMNS], run_id=run_id,
+                **db,
+                staging_table=backtest_staging,
+                target_table=FORECAST_HISTORY_TABLE,
+                key_columns=HISTORY_KEY,
+                update_columns=["as_of", *FORECAST_COLUMNS],
+                run_id=run_id,
             ),
             "upsert backtests into history",
-        ).after(forecast.task, *staging_records)  # fmt: skip
+        ).after(forecast.task)
         evaluation = _db_step(
             evaluate_forecasts(
-                **db, run_id=run_id, holdout_as_of=dates.outputs["holdout_as_of"],
-                history_table=FORECAST_HISTORY_TABLE, gate_enabled=forecast_gate_enabled,
+                **db,
+                run_id=run_id,
+                holdout_as_of=dates.outputs["holdout_as_of"],
+                history_table=FORECAST_HISTORY_TABLE,
+                gate_enabled=forecast_gate_enabled,
                 gate_tolerance=forecast_gate_tolerance,
             ),
             "forecast evaluation: Spark vs legacy vs naive",
-        ).after(backtest_history, legacy_forecast, forecast_history)  # fmt: skip
-        for table, upstream in ((METRICS_TABLE, model_lineage), (FORECAST_HISTORY_TABLE, evaluation)):
-            _db_step(
-                record_table(
-                    **db, table=table, role="target", run_id=run_id, upstream=metrics_lineage.outputs["dataset"],
-                    time_column="date" if table == METRICS_TABLE else "forecast_date",
-                ),
-                f"lineage: {table} (forecasts)",
-            ).after(upstream, promote_forecasts, forecast_history)  # fmt: skip
+        ).after(backtest_history, legacy_forecast, forecast_history)
         log_run_to_experiment(
-            experiment=experiment, project=project, location=location, run_id=run_id,
-            params={"start": start, "end": end, "as_of": dates.outputs["as_of"], "train_days": train_days,
-                    "holdout_days": holdout_days, "compare_with_legacy": compare_with_legacy},
-            parity=parity.outputs["parity"], forecast=evaluation.outputs["forecast_metrics"],
-        ).set_display_name("log to experiment").set_caching_options(False)  # fmt: skip
+            experiment=experiment,
+            project=project,
+            location=location,
+            run_id=run_id,
+            params={
+                "start": start,
+                "end": end,
+                "as_of": dates.outputs["as_of"],
+                "train_days": train_days,
+                "holdout_days": holdout_days,
+                "compare_with_legacy": compare_with_legacy,
+            },
+            parity=parity.outputs["parity"],
+            forecast=evaluation.outputs["forecast_metrics"],
+        ).set_display_name("log to experiment").set_caching_options(False)
+
+        # --- lineage (orders itself before the steps that drop or change what it describes) ---------------
+        record_lineage(
+            db,
+            run_id,
+            context,
+            BusinessSteps(
+                metrics=metrics,
+                promote_metrics=promote_metrics,
+                forecast=forecast,
+                promote_forecasts=promote_forecasts,
+                forecast_history=forecast_history,
+                backtest_history=backtest_history,
+                evaluation=evaluation,
+            ),
+        )
 
     return pool_pipeline
 

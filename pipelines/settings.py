@@ -1,4 +1,4 @@
-"""Project settings in one place, read from the environment (and ``.env`` for local use).
+"""Project settings in one place, read from the environment (and ``.env`` for local use, see :func:`load_dotenv`).
 
 Only names and locations live here, never a password. On GCP the values come from Terraform's outputs
 (``make gcp-settings`` writes them to ``.env.gcp``; Cloud Build exports them) so nothing is copied by hand. The
@@ -18,30 +18,26 @@ COMPILED_DIR = REPO_ROOT / "compiled"
 
 
 # Read from the real environment only (Cloud Build sets it when it compiles for deployment): from a dotenv
-# file it would change what `make compile` writes to compiled/ on one machine.
+# file it would change what `make compile` writes to compiled/ on one machine (see components.base_image).
 _NOT_FROM_DOTENV = {"COMPONENT_BASE_IMAGE"}
+DOTENV_FILES = (REPO_ROOT / ".env", REPO_ROOT / ".env.gcp")
 
 
-def _load_dotenv(path: Path) -> None:
-    """KEY=VALUE lines of ``path`` fill variables the environment does not already set."""
-    if not path.exists():
-        return
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            if key.strip() not in _NOT_FROM_DOTENV:
-                os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+def load_dotenv(paths: tuple[Path, ...] = DOTENV_FILES) -> None:
+    """KEY=VALUE lines of the ``paths`` fill variables the environment does not already set.
 
-
-_load_dotenv(REPO_ROOT / ".env")
-_load_dotenv(REPO_ROOT / ".env.gcp")
-
-# The image the lightweight components run in on Vertex AI: the project and its pinned dependencies, built
-# and pushed by Cloud Build, which sets the tag. Locally (kfp.local) components run in the current environment.
-COMPONENT_BASE_IMAGE = os.environ.get(
-    "COMPONENT_BASE_IMAGE", "europe-west1-docker.pkg.dev/your-gcp-project/defi-pipeline-images/components:latest"
-)
+    Called where the command line starts (``pipelines.cli``), never at import: importing a module must not
+    change the process environment.
+    """
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                if key.strip() not in _NOT_FROM_DOTENV:
+                    os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 # What the defaults below hold in place of a real project: a command that talks to GCP refuses them.

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import click
 
 from pipelines import parameters
-from pipelines.local_run import LAST_TASK, PARITY_TASK, RUNS_DIR, LocalRun
+from pipelines.local_run import RUNS_DIR, LocalRun
 from pipelines.settings import COMPILED_DIR, GcpSettings
 from spark_src.common.config import ConfigError, DbConfig, validate_secret_ref
 
@@ -35,10 +35,8 @@ DEFAULT_TEMPLATE = COMPILED_DIR / "pool_pipeline_vertex.yaml"
 DEFAULT_CRON = "0 6 * * *"
 # Experiments keeps one value per metric name and run; the pipeline's metric names carry these prefixes.
 METRIC_PREFIXES = ("parity_", "forecast_")
-# kfp.local task names and outputs that the local comparison reads (compiled task names).
-RUN_CONTEXT_TASK = "make-run-context"
-FORECAST_DATES_TASK = "resolve-forecast-dates"
-_METRIC_OUTPUTS = ((PARITY_TASK, "parity"), (LAST_TASK, "forecast_metrics"))
+# The metrics outputs of a run (the parity gate's and the forecast evaluation's) that the comparison reads.
+_METRIC_OUTPUTS = ("parity", "forecast_metrics")
 _DATAPROC_PROJECT_INPUTS = ("project", "location")
 
 
@@ -399,10 +397,11 @@ def local_runs_table(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
     rows = []
     run_dirs = sorted({output.parent.parent for output in runs_dir.glob("*/*/*/executor_output.json")})
     for run_dir in run_dirs:
-        tasks = LocalRun(run_dir).tasks()
+        run = LocalRun(run_dir)
         metrics = {}
-        for task, artifact in _METRIC_OUTPUTS:
-            metadata = tasks.get(task, {}).get("artifacts", {}).get(artifact, {}).get("metadata", {})
+        for name in _METRIC_OUTPUTS:
+            output = run.find(name)
+            metadata = output.metadata if output else {}
             metrics.update(
                 {
                     f"metric.{key}": value
@@ -412,10 +411,10 @@ def local_runs_table(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
             )
         if not metrics:
             continue
-        params = tasks.get(FORECAST_DATES_TASK, {}).get("parameters", {})
+        params = run.parameters("as_of", "forecast_date")
         rows.append(
             {
-                "run_id": tasks.get(RUN_CONTEXT_TASK, {}).get("parameters", {}).get("run_id", run_dir.name),
+                "run_id": run.context().get("run_id", run_dir.name),
                 "date": _run_started(run_dir),
                 **{f"param.{key}": value for key, value in sorted(params.items())},
                 **metrics,

@@ -173,7 +173,7 @@ def test_stage_refuses_a_placeholder_bucket(tmp_path, monkeypatch):
 def test_compile_with_real_settings_refuses_the_placeholder_image(tmp_path, monkeypatch):
     for name, value in REAL_SETTINGS.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(cli_module, "COMPONENT_BASE_IMAGE", "europe-west1-docker.pkg.dev/your-gcp-project/x:latest")
+    monkeypatch.setenv("COMPONENT_BASE_IMAGE", "europe-west1-docker.pkg.dev/your-gcp-project/x:latest")
     result, lines = _invoke(["compile", "--settings-from-env", "--out-dir", str(tmp_path)])
     assert result.exit_code == errors.SETTINGS
     assert len(lines) == 1 and "COMPONENT_BASE_IMAGE is the placeholder" in lines[0]

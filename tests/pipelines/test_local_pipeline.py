@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import text
 
 from database.synthetic import SyntheticSpec, generate, load
-from pipelines import local_run as lr
 from pipelines.local_run import LocalRunFailed, run_local, table_fingerprint
 from spark_src.pool_metrics.transforms import METRIC_COLUMNS
 
@@ -118,9 +117,9 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     assert (4.2, True) in forecast  # the forecast survived and the day's actuals were filled in
     assert leftover_staging == 0
 
-    staging = first.metadata(lr.METRICS_TASK, "staging")
-    promoted = first.metadata(lr.METRICS_UPSERT_TASK, "promoted")
-    parity = first.metadata(lr.PARITY_TASK, "parity")
+    staging = first.metadata("staging")
+    promoted = first.promotion("metrics_staging_table", "pool_daily_metrics").metadata
+    parity = first.metadata("parity")
     assert (parity["parity_pass"], parity["parity_rows_compared"], parity["parity_cells_mismatched"]) == (
         1,
         len(expected),
@@ -159,10 +158,12 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     assert all(r.actual_apy is None and math.isfinite(r.forecasted_apy) for r in forecast_rows)
     # history: the as_of + 1 forecasts and 3 holdout dates of Spark, the 3 holdout dates of legacy
     assert [m for m, _ in history_models] == ["legacy_rf_lgbm", "spark_lgbm_stacked"]
-    model = first.artifact(lr.FORECAST_TASK, "model")
-    assert (Path(model["uri"]) / "model_card.json").exists() and (Path(model["uri"]) / "pipeline_model").is_dir()
-    assert model["metadata"]["training_rows"] > 100
-    evaluation = first.metadata(lr.LAST_TASK, "forecast_metrics")
+    model = first.sibling(first.find("forecasts"), "model")
+    assert (Path(model.uri) / "model_card.json").exists() and (Path(model.uri) / "pipeline_model").is_dir()
+    assert model.metadata["training_rows"] > 100
+    forecasts_promoted = first.promotion("forecast_staging_table", "pool_daily_metrics").metadata
+    assert forecasts_promoted["inserted"] == len(forecastable)  # the as_of + 1 rows are new
+    evaluation = first.metadata("forecast_metrics")
     assert evaluation["forecast_holdout_dates"] == 3 and evaluation["forecast_rows_evaluated_apy"] > 10
 
     # Lineage: a Dataset per source, staging and target table, a Model for the forecast model.
@@ -174,15 +175,15 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     assert (source["metadata"]["rows"], source["metadata"]["first_day"]) == (history_rows, "2026-05-01")
     assert lineage[(staging["staging_table"], "staging")]["metadata"]["rows"] == len(expected)
     assert ("pool_daily_metrics", "target") in lineage and ("pool_forecast_history", "target") in lineage
-    assert lineage[("model", "model")]["uri"] == model["uri"]
-    assert lineage[("model", "model")]["metadata"]["training_rows"] == model["metadata"]["training_rows"]
+    assert lineage[("model", "model")]["uri"] == model.uri
+    assert lineage[("model", "model")]["metadata"]["training_rows"] == model.metadata["training_rows"]
 
     fingerprint = table_fingerprint(db)
     # The second run skips the legacy comparison (the pipeline's other branch) and must change nothing.
     second = run_local(db_config, compare_with_legacy=False, legacy_n_trials=3)
     assert table_fingerprint(db) == fingerprint
-    assert second.metadata(lr.PARITY_TASK, "parity") == {"parity_skipped": 1}
-    again = second.metadata(lr.METRICS_UPSERT_TASK, "promoted")
+    assert second.metadata("parity") == {"parity_skipped": 1}
+    again = second.promotion("metrics_staging_table", "pool_daily_metrics").metadata
     assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, len(expected))
 
 
@@ -213,12 +214,13 @@ def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
         run_local(db_config, legacy_n_trials=3)
 
     assert table_fingerprint(db) == before  # nothing promoted
-    assert lr.PARITY_TASK in str(failure.value)  # the failed task is named
     run = failure.value.run
-    assert run.artifact(lr.METRICS_UPSERT_TASK, "promoted") is None
-    assert run.artifact(lr.FORECAST_TASK, "forecasts") is None  # nothing after the gate ran
-    # A failed task records no metrics (on Vertex neither); its Markdown report is written before it fails.
-    report = run.file(lr.PARITY_TASK, "report")
+    assert failure.value.failed_task and failure.value.failed_task in str(failure.value)  # the failed task is named
+    assert run.find("parity") is None  # a failed task records no metrics (on Vertex neither)
+    assert run.outputs("promoted") == []
+    assert run.find("forecasts") is None  # nothing after the gate ran
+    # The failed task is the gate: its Markdown report is written before it fails.
+    report = run.file(failure.value.failed_task, "report")
     assert report is not None
     text_ = report.read_text()
     assert "Metrics parity: FAIL" in text_ and "| 1 of " in text_

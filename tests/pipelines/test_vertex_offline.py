@@ -122,16 +122,22 @@ def dataproc_tasks(spec: dict) -> dict[str, dict]:
 
 
 def sample_outputs() -> dict[tuple[str, str], str]:
-    """What the upstream tasks output at run time: the real run-context function on a sample job uuid."""
+    """What the upstream tasks output at run time, by (component, output): the real run-context function on a
+    sample job uuid, and sample forecast dates."""
     from components.run_context import make_run_context
 
     context = make_run_context.python_func(pipeline_job_id=SAMPLE_JOB_UUID, model_root=SETTINGS.model_root)
     return {
-        **{(vertex.RUN_CONTEXT_TASK, key): value for key, value in context._asdict().items()},
-        (vertex.FORECAST_DATES_TASK, "as_of"): "2026-06-19",
-        (vertex.FORECAST_DATES_TASK, "forecast_date"): "2026-06-20",
-        (vertex.FORECAST_DATES_TASK, "holdout_as_of"): "2026-06-16,2026-06-17,2026-06-18",
+        **{("comp-make-run-context", key): value for key, value in context._asdict().items()},
+        ("comp-resolve-forecast-dates", "as_of"): "2026-06-19",
+        ("comp-resolve-forecast-dates", "forecast_date"): "2026-06-20",
+        ("comp-resolve-forecast-dates", "holdout_as_of"): "2026-06-16,2026-06-17,2026-06-18",
     }
+
+
+def producer_component(spec: dict, output: dict) -> str:
+    """The component (not the task name, which KFP numbers) that produces a ``taskOutputParameter``."""
+    return spec["root"]["dag"]["tasks"][output["producerTask"]]["componentRef"]["name"]
 
 
 def task_inputs(spec: dict, task_name: str) -> dict[str, Any]:
@@ -153,7 +159,7 @@ def task_inputs(spec: dict, task_name: str) -> dict[str, Any]:
             raw[name] = int(value) if definition["parameterType"] == "NUMBER_INTEGER" else value
         else:
             output = source["taskOutputParameter"]
-            raw[name] = samples[(output["producerTask"], output["outputParameterKey"])]
+            raw[name] = samples[(producer_component(spec, output), output["outputParameterKey"])]
 
     def fill(value: Any) -> Any:
         if isinstance(value, str):
@@ -489,8 +495,8 @@ def test_batch_ids_come_from_the_run_and_are_valid(vertex_spec):
     tasks = vertex_spec["root"]["dag"]["tasks"]
     for name, task in dataproc_tasks(vertex_spec).items():
         source = task["inputs"]["parameters"]["batch_id"]["taskOutputParameter"]
-        assert source["producerTask"] == vertex.RUN_CONTEXT_TASK, name
-        job_id = tasks[vertex.RUN_CONTEXT_TASK]["inputs"]["parameters"]["pipeline_job_id"]["runtimeValue"]["constant"]
+        assert producer_component(vertex_spec, source) == "comp-make-run-context", name
+        job_id = tasks[source["producerTask"]]["inputs"]["parameters"]["pipeline_job_id"]["runtimeValue"]["constant"]
         assert job_id in ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}")  # filled in per run by Vertex
         ids = {
             getattr(
