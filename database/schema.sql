@@ -20,6 +20,10 @@ CREATE TABLE IF NOT EXISTS raw_defillama_pool_history (
 );
 CREATE INDEX IF NOT EXISTS raw_defillama_pool_history_pool_ts
     ON raw_defillama_pool_history (pool_id, "timestamp");
+-- A run of a few days reads the look-back window (its days - 30 .. its last day) of every pool: a range on
+-- "timestamp" alone, which the (pool_id, "timestamp") index cannot serve. Also answers min/max("timestamp").
+CREATE INDEX IF NOT EXISTS raw_defillama_pool_history_ts
+    ON raw_defillama_pool_history ("timestamp");
 
 CREATE TABLE IF NOT EXISTS raw_coinmarketcap_ohlcv (
     id              bigserial PRIMARY KEY,

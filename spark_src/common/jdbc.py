@@ -27,6 +27,34 @@ def check_identifier(name: str) -> str:
     return name
 
 
+def cluster_read_partitions(conf: dict[str, str], default_parallelism: int) -> int:
+    """How many parallel JDBC reads the cluster can run at once: one per executor core.
+
+    On Dataproc (spark-submit) the executors are named by the batch properties: ``spark.executor.instances``,
+    or ``spark.dynamicAllocation.maxExecutors`` when dynamic allocation may grow to it, times
+    ``spark.executor.cores`` (Dataproc Serverless' default is 4). In local mode it is the ``local[N]`` cores
+    (Spark's default parallelism). Never below the default parallelism, never below 1.
+
+    Args:
+        conf: The session's Spark properties (``dict(spark.sparkContext.getConf().getAll())``).
+        default_parallelism: ``spark.sparkContext.defaultParallelism``.
+    """
+    master = conf.get("spark.master", "")
+    if master.startswith("local"):
+        return max(1, default_parallelism)
+    cores = int(conf.get("spark.executor.cores", "4"))
+    executors = int(conf.get("spark.executor.instances", "2"))
+    if conf.get("spark.dynamicAllocation.enabled", "true") == "true" and "spark.dynamicAllocation.maxExecutors" in conf:
+        executors = max(executors, int(conf["spark.dynamicAllocation.maxExecutors"]))
+    return max(1, default_parallelism, executors * cores)
+
+
+def session_read_partitions(spark: SparkSession) -> int:
+    """:func:`cluster_read_partitions` of a running session."""
+    sc = spark.sparkContext
+    return cluster_read_partitions(dict(sc.getConf().getAll()), sc.defaultParallelism)
+
+
 def _options(db: DbConfig) -> dict[str, str]:
     # Spark redacts option values whose key matches spark.redaction.regex ("password" does) in its logs/UI.
     return {"url": db.jdbc_url, "user": db.user, "password": db.password(), "driver": DRIVER}

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from spark_src.common import jars
 from spark_src.common.config import DbConfig, optional_date
-from spark_src.common.jdbc import check_identifier, read_query, write_table
+from spark_src.common.jdbc import check_identifier, read_query, session_read_partitions, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
 from spark_src.pool_metrics import transforms as T
 
@@ -40,7 +40,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--end", type=optional_date, help="last day to compute, inclusive (default: all)")
     parser.add_argument("--run-id", required=True, help="pipeline run id, for logs and lineage")
     parser.add_argument("--staging-table", required=True, type=check_identifier, help="per-run staging table")
-    parser.add_argument("--num-partitions", type=int, default=4, help="parallel JDBC reads of the history")
+    parser.add_argument(
+        "--num-partitions",
+        type=int,
+        default=0,
+        help="parallel JDBC reads of the history (default 0: one per executor core of the cluster)",
+    )
     parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
     parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
     args = parser.parse_args(list(argv))
@@ -108,7 +113,8 @@ def summarize(validated_in_range: DataFrame) -> dict:
 
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     started = time.monotonic()
-    history, cmc, gas = extract(spark, db, args.start, args.end, args.num_partitions)
+    partitions = args.num_partitions or session_read_partitions(spark)
+    history, cmc, gas = extract(spark, db, args.start, args.end, partitions)
     in_range = T.in_date_range(args.start and args.start.isoformat(), args.end and args.end.isoformat())
 
     validated = (

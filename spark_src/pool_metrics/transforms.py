@@ -140,8 +140,11 @@ def as_of_exogenous(dates: DataFrame, eth: DataFrame, btc: DataFrame, gas: DataF
         .join(btc.withColumnRenamed("close", "btc_close"), "date", "full")
         .join(gas.where(_finite(F.col("gas_gwei"))).select("date", "gas_gwei"), "date", "full")
     )
-    before = Window.orderBy("date").rowsBetween(Window.unboundedPreceding, -1)
-    up_to = Window.orderBy("date").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    # One partition on purpose, said explicitly: an empty partitionBy does the same but makes Spark warn
+    # ("WindowExec: No Partition Defined") on every run about what is here a few thousand rows.
+    timeline_order = Window.partitionBy(F.lit(0)).orderBy("date")
+    before = timeline_order.rowsBetween(Window.unboundedPreceding, -1)
+    up_to = timeline_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     return timeline.select(
         "date",
         F.last("eth_close", ignorenulls=True).over(before).alias("eth_open"),
