@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test compile lint clean gcp-settings package stage image-constraints
+.PHONY: install demo test bench compile lint clean gcp-settings package stage image-constraints
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 ## Unit, integration (real PostgreSQL, local Spark) and pipeline tests.
 test: $(STAMP)
 	$(PY) -m pytest
+
+## Spark vs legacy, side by side, into docs/benchmarks.md (about an hour on 2 cores; BENCH_ARGS=--quick: minutes).
+bench: $(STAMP)
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 compile: $(STAMP)
 	$(PY) -m pipelines.cli compile

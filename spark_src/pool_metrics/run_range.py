@@ -99,7 +99,7 @@ def resolve(mode: str, start: str, end: str, late_days: int, bounds: DataBounds)
 
 
 def fetch_bounds(conn, today: dt.date | None = None) -> DataBounds:
-    """Reads :class:`DataBounds` with a SQLAlchemy connection (three index-only lookups, no table scan).
+    """Reads :class:`DataBounds` with a SQLAlchemy connection.
 
     The last promoted day is the latest day of ``pool_daily_metrics`` with an actual: rows that only hold a
     forecast (for as_of + 1) are not promoted metrics.
@@ -108,17 +108,15 @@ def fetch_bounds(conn, today: dt.date | None = None) -> DataBounds:
 
     today = today or dt.datetime.now(dt.UTC).date()
     before = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    # min()/max() on "timestamp" alone: answered from the raw_defillama_pool_history_ts index (schema.sql).
-    # A day counts when an active pool was observed on it: the same rows the jobs read.
-    first, latest = conn.execute(
-        text(
-            """SELECT (SELECT min(h."timestamp") FROM raw_defillama_pool_history h JOIN pools p USING (pool_id)
-                       WHERE p.is_active),
-                      (SELECT max(h."timestamp") FROM raw_defillama_pool_history h JOIN pools p USING (pool_id)
-                       WHERE p.is_active AND h."timestamp" < :before)"""
-        ),
-        {"before": before},
-    ).one()
+    # ORDER BY "timestamp" LIMIT 1 walks the raw_defillama_pool_history_ts index (schema.sql) from either end
+    # until it meets an active pool's row: no table scan. A day counts when an active pool was observed on it,
+    # as in the jobs' reads.
+    edge = (
+        'SELECT h."timestamp" FROM raw_defillama_pool_history h JOIN pools p USING (pool_id) '
+        'WHERE p.is_active AND h."timestamp" < :before ORDER BY h."timestamp" {} LIMIT 1'
+    )
+    first = conn.execute(text(edge.format("ASC")), {"before": before}).scalar()
+    latest = conn.execute(text(edge.format("DESC")), {"before": before}).scalar()
     last_promoted = conn.execute(text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")).scalar()
     return DataBounds(
         first_day=first.astimezone(dt.UTC).date() if first else None,

@@ -1,0 +1,420 @@
+"""``make bench``: Spark against legacy, side by side, in one run, printed and written to docs/benchmarks.md.
+
+    .venv/bin/python -m benchmarks.bench            # 2,740 pools x 365 days and 5,480 x 365 (about an hour)
+    .venv/bin/python -m benchmarks.bench --quick    # 300 x 120, for development
+
+For each size: a fresh embedded PostgreSQL with the synthetic data (its last day is yesterday, UTC), then
+
+- metrics DB->DB: the Spark job into its staging table plus the promotion (``upsert_staging``) into an empty
+  ``pool_daily_metrics``, against the legacy pandas job writing an empty table of the same schema.
+  *warm*: in this process, after the JVM start and one warm-up run (both reported apart); *cold*: the job
+  in a new process (``python -m spark_src.pool_metrics.main``: JVM start, class loading, JIT included);
+- incremental one-day run (the latest day, recomputed after deleting it from the table) against the full
+  run, both DB->DB; the table after it must be identical (fingerprint) to the one the full run left;
+- staging write: the Spark write of the metrics rows (already computed, cached) into a staging table, against
+  PostgreSQL's ``COPY FROM STDIN`` of the same rows (CSV in memory) into an UNLOGGED table;
+- forecast fit + predict (first size only): the SynapseML job's :func:`forecast_as_of` against the legacy
+  :func:`fit_and_forecast`, on the same panel (reads and writes excluded);
+- peak memory: this process (the Python driver) and the Spark JVM (VmHWM), the cold job's largest process.
+
+Each figure is the median of ``--repeat`` (>= 3) repetitions. Figures, not assertions: they depend on the
+machine and on what else runs on it (the load average is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
+SIZES = [(2740, 365), (5480, 365)]
+QUICK_SIZES = [(300, 120)]
+TARGET = "pool_daily_metrics"
+LEGACY_TARGET = "pool_daily_metrics_legacy"
+
+
+@dataclass
+class Figure:
+    name: str
+    seconds: list[float]
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+@dataclass
+class SizeResult:
+    pools: int
+    days: int
+    history_rows: int = 0
+    metric_rows: int = 0
+    figures: dict[str, Figure] = field(default_factory=dict)
+    once: dict[str, float] = field(default_factory=dict)  # JVM start, warm-up run: measured once, apart
+    memory_mib: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: list[float], note: str = "") -> Figure:
+        figure = Figure(name, seconds, note)
+        self.figures[name] = figure
+        return figure
+
+
+def repeat(times: int, run: Callable[[], float]) -> list[float]:
+    return [run() for _ in range(times)]
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """VmHWM (peak resident set) of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine() -> dict[str, str]:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    total_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    return {
+        "cores": str(os.cpu_count()),
+        "memory": f"{total_kib / 1024 / 1024:.1f} GiB",
+        "cpu": next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?"),
+        "python": platform.python_version(),
+    }
+
+
+def load_average() -> str:
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def truncate(engine: Engine, *tables: str) -> None:
+    with engine.begin() as conn:
+        for table in tables:
+            conn.execute(text(f'TRUNCATE "{table}"'))
+
+
+def promote(db, staging: str) -> dict:
+    from kfp import dsl
+
+    from components.upsert_staging import upsert_staging
+    from spark_src.common.columns import METRIC_COLUMNS
+
+    promoted = dsl.Dataset(name="promoted", uri="", metadata={})
+    upsert_staging.python_func(
+        database_url=db.url,
+        staging_table=staging,
+        target_table=TARGET,
+        update_columns=list(METRIC_COLUMNS),
+        promoted=promoted,
+        run_id="bench",
+    )
+    return promoted.metadata
+
+
+def spark_job(argv: list[str]) -> dict:
+    from pyspark.sql import SparkSession
+
+    from spark_src.common.config import DbConfig
+    from spark_src.pool_metrics.main import parse_args
+    from spark_src.pool_metrics.main import run as run_job
+
+    return run_job(SparkSession.getActiveSession(), DbConfig.from_env(), parse_args(argv))
+
+
+def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeResult:
+    from database.embedded import embedded_postgres
+    from database.schema import init_schema
+    from database.synthetic import SyntheticSpec, generate, load
+    from legacy.calculate_pool_metrics import run as run_legacy
+    from pipelines.local_run import table_fingerprint
+    from spark_src.common import jars
+    from spark_src.common.session import build_session
+
+    result = SizeResult(pools, days)
+    last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    spec = SyntheticSpec(pools=pools, days=days, start=last_day - dt.timedelta(days=days - 1))
+    with embedded_postgres() as pg:
+        os.environ["DB_PASSWORD"] = pg.password
+        os.environ.update(pg.config.env())
+        db = pg.config
+        engine = create_engine(db.sqlalchemy_url())
+        init_schema(engine)
+        print(f"[{pools} x {days}] loading synthetic data ...", flush=True)
+        result.history_rows = load(engine, generate(spec))["raw_defillama_pool_history"]
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+            conn.execute(text(f'CREATE TABLE IF NOT EXISTS "{LEGACY_TARGET}" (LIKE "{TARGET}" INCLUDING ALL)'))
+
+        # --- cold: a new process per run, as a pipeline step or a Dataproc batch starts ------------------
+        def cold_spark() -> float:
+            truncate(engine, TARGET)
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "spark_src.pool_metrics.main",
+                    "--run-id",
+                    "bench",
+                    "--staging-table",
+                    "stg_bench_cold",
+                ],
+                check=True,
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            promote(db, "stg_bench_cold")
+            return time.perf_counter() - started
+
+        print(f"[{pools} x {days}] Spark cold ...", flush=True)
+        result.add("spark_cold", repeat(reps, cold_spark))
+        result.memory_mib["cold job, largest finished child process"] = (
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        )
+
+        # --- warm: this process, after the JVM start and a warm-up run -----------------------------------
+        result.once["JVM start (SparkSession)"] = timed(
+            lambda: build_session("bench", jars=jars.resolve_all([jars.JDBC_DRIVER]))
+        )
+        full_args = ["--run-id", "bench", "--staging-table", "stg_bench"]
+        result.once["warm-up run (first job in the JVM)"] = timed(lambda: spark_job(full_args))
+        job_s, promote_s = [], []
+
+        def warm_spark() -> float:
+            truncate(engine, TARGET)
+            job_s.append(timed(lambda: result.__setattr__("metric_rows", spark_job(full_args)["rows_written"])))
+            promote_s.append(timed(lambda: promote(db, "stg_bench")))
+            return job_s[-1] + promote_s[-1]
+
+        print(f"[{pools} x {days}] Spark warm ...", flush=True)
+        result.add("spark_warm", repeat(reps, warm_spark))
+        result.add("spark_warm_job", job_s)
+        result.add("spark_warm_promotion", promote_s)
+        full_fingerprint = table_fingerprint(engine)
+
+        # --- incremental one-day run against the full run ------------------------------------------------
+        with engine.connect() as conn:
+            latest = conn.execute(text(f"SELECT max(date) FROM {TARGET}")).scalar()
+        one_day_args = [*full_args, "--start", latest.isoformat(), "--end", latest.isoformat()]
+        one_day_job_s = []
+
+        def one_day() -> float:
+            with engine.begin() as conn:
+                conn.execute(text(f"DELETE FROM {TARGET} WHERE date = :d"), {"d": latest})
+            started = time.perf_counter()
+            one_day_job_s.append(timed(lambda: spark_job(one_day_args)))
+            promote(db, "stg_bench")
+            return time.perf_counter() - started
+
+        print(f"[{pools} x {days}] Spark incremental one day ...", flush=True)
+        result.add("spark_one_day", repeat(reps, one_day), note=f"day {latest}")
+        result.add("spark_one_day_job", one_day_job_s)
+        result.checks["one-day run leaves the table the full run left (fingerprint)"] = (
+            table_fingerprint(engine) == full_fingerprint
+        )
+
+        # --- staging write against COPY into an unlogged table -------------------------------------------
+        from pyspark.sql import SparkSession
+
+        from spark_src.common.jdbc import read_query, write_table
+
+        spark = SparkSession.getActiveSession()
+        staged = read_query(spark, db, f"SELECT * FROM {TARGET}").drop("forecasted_apy", "forecasted_tvl", "updated_at")
+        staged = staged.cache()
+        staged_rows = staged.count()
+        result.add("staging_write", repeat(reps, lambda: timed(lambda: write_table(staged, db, "stg_bench_write"))))
+        staged.unpersist()
+        columns = ", ".join(f'"{c}"' for c in staged.columns)
+        raw = engine.raw_connection()
+        try:
+            buffer = io.StringIO()
+            with raw.cursor() as cur:
+                cur.copy_expert(f"COPY (SELECT {columns} FROM stg_bench_write) TO STDOUT (FORMAT csv)", buffer)
+            payload = buffer.getvalue()
+
+            def copy_in() -> float:
+                with raw.cursor() as cur:
+                    cur.execute("DROP TABLE IF EXISTS bench_copy")
+                    cur.execute("CREATE UNLOGGED TABLE bench_copy AS SELECT * FROM stg_bench_write WITH NO DATA")
+                    raw.commit()
+                    started = time.perf_counter()
+                    cur.copy_expert(f"COPY bench_copy ({columns}) FROM STDIN (FORMAT csv)", io.StringIO(payload))
+                    raw.commit()
+                    return time.perf_counter() - started
+
+            result.add("copy_unlogged", repeat(reps, copy_in))
+        finally:
+            raw.close()
+        result.once["staging rows"] = staged_rows
+        result.memory_mib["Spark JVM (VmHWM)"] = peak_rss_mib(spark.sparkContext._gateway.proc.pid)
+        result.memory_mib["Python driver, before the legacy job (VmHWM)"] = peak_rss_mib()
+
+        # --- legacy -----------------------------------------------------------------------------------
+        legacy_rows = []
+
+        def legacy() -> float:
+            truncate(engine, LEGACY_TARGET)
+            started = time.perf_counter()
+            legacy_rows.append(run_legacy(db, target_table=LEGACY_TARGET)["rows_written"])
+            return time.perf_counter() - started
+
+        print(f"[{pools} x {days}] legacy ...", flush=True)
+        result.add("legacy", repeat(reps, legacy))
+        result.memory_mib["Python process after the legacy job (VmHWM)"] = peak_rss_mib()
+        result.checks["legacy wrote as many rows as Spark"] = set(legacy_rows) == {result.metric_rows}
+
+        if with_forecast:
+            print(f"[{pools} x {days}] forecast fit + predict ...", flush=True)
+            bench_forecast(result, spark, db, engine, reps)
+        spark.stop()
+        engine.dispose()
+    return result
+
+
+def bench_forecast(result: SizeResult, spark, db, engine: Engine, reps: int) -> None:
+    from legacy import forecast_pools as legacy_fc
+    from spark_src.forecast.main import extract, forecast_as_of, latest_actuals_date
+    from spark_src.forecast.main import parse_args as forecast_args
+
+    args = forecast_args(["--run-id", "bench", "--staging-table", "stg_bench_fc", "--model-dir", "unused"])
+    as_of = latest_actuals_date(spark, db)
+    metrics, pools = extract(spark, db, as_of - dt.timedelta(days=args.train_days - 1), as_of)
+    metrics, pools = metrics.cache(), pools.cache()
+    metrics.count()
+
+    def spark_fit_predict() -> float:
+        started = time.perf_counter()
+        _, forecasts = forecast_as_of(metrics, pools, as_of, args)
+        forecasts.count()
+        return time.perf_counter() - started
+
+    result.add("forecast_spark", repeat(reps, spark_fit_predict))
+    metrics.unpersist()
+    with engine.connect() as conn:
+        panel = legacy_fc.build_panel(
+            legacy_fc.fetch_metrics(conn, as_of, args.train_days), legacy_fc.fetch_pools(conn), as_of, args.train_days
+        )
+    features = legacy_fc.feature_frame(panel)
+    trials = 20  # the pipeline's legacy_n_trials default
+    result.add(
+        "forecast_legacy",
+        repeat(reps, lambda: timed(lambda: legacy_fc.fit_and_forecast(features, as_of, trials, 42))),
+        note=f"{trials} Optuna trials",
+    )
+    result.once["forecast panel rows"] = len(features)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
+
+
+def render(results: list[SizeResult], reps: int, load_before: str, load_after: str, seconds: float) -> str:
+    info = machine()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    lines = [
+        "# Benchmarks (`make bench`)",
+        "",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit `{commit or 'unknown'}`, in one run of "
+        f"{seconds / 60:.0f} min. Machine: {info['cores']} cores ({info['cpu']}), {info['memory']} memory, Python "
+        f"{info['python']}, local Spark `local[{os.environ.get('SPARK_LOCAL_CORES', '2')}]`, embedded PostgreSQL 16 "
+        "(fsync off). Load average (1/5/15 min) "
+        f"{load_before} at the start, {load_after} at the end: other work shared the cores, so the seconds are "
+        "noisy; the ratios come from the same run.",
+        "",
+        f"Each figure is the median of {reps} repetitions (all of them in brackets). Synthetic data "
+        "(`database.synthetic`, seed 7) whose last day is yesterday.",
+        "",
+    ]
+    for r in results:
+        f = r.figures
+        lines += [
+            f"## {r.pools:,} pools x {r.days} days ({r.history_rows:,} history rows, {r.metric_rows:,} metric rows)",
+            "",
+            "| what | Spark | legacy | Spark / legacy speed-up | target |",
+            "|---|---:|---:|---:|---|",
+            _row("metrics DB->DB, warm (job + promotion)", f["spark_warm"], f["legacy"], ">= 3x"),
+            _row("metrics DB->DB, cold (new process)", f["spark_cold"], f["legacy"], ">= 2x"),
+        ]
+        if "forecast_spark" in f:
+            lines.append(_row("forecast fit + predict", f["forecast_spark"], f["forecast_legacy"], "(none)"))
+        one_day = f["spark_one_day"].median / f["spark_warm"].median
+        write_rate = r.once["staging rows"] / f["staging_write"].median
+        copy_rate = r.once["staging rows"] / f["copy_unlogged"].median
+        lines += [
+            "",
+            "| what | seconds | ratio | target |",
+            "|---|---:|---:|---|",
+            f"| Spark warm: job / promotion | {_s(f['spark_warm_job'])} / {_s(f['spark_warm_promotion'])} | | |",
+            f"| incremental one-day run ({f['spark_one_day'].note}), DB->DB | {_s(f['spark_one_day'])} | "
+            f"{one_day:.2f}x of the full run | <= 0.1x |",
+            f"| incremental one-day run, job only | {_s(f['spark_one_day_job'])} | "
+            f"{f['spark_one_day_job'].median / f['spark_warm_job'].median:.2f}x of the full job | |",
+            f"| staging write (Spark JDBC, {r.once['staging rows']:,.0f} rows) | {_s(f['staging_write'])} | "
+            f"{write_rate:,.0f} rows/s = {write_rate / copy_rate:.2f}x of COPY | >= 0.8x |",
+            f"| COPY FROM STDIN into an unlogged table | {_s(f['copy_unlogged'])} | {copy_rate:,.0f} rows/s | |",
+            "",
+            "Measured once, apart from the figures above: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in r.once.items() if "rows" not in k)
+            + ".",
+            "",
+            "Peak memory: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in r.memory_mib.items()) + ".",
+            "",
+            "Checks: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r.checks.items()) + ".",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _s(figure: Figure) -> str:
+    return f"{figure.median:.2f} [{', '.join(f'{s:.1f}' for s in figure.seconds)}]"
+
+
+def _row(what: str, spark: Figure, legacy: Figure, target: str) -> str:
+    return f"| {what} | {_s(spark)} | {_s(legacy)} | {ratio(legacy.median, spark.median)} | {target} |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"one small size {QUICK_SIZES[0]} for development")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (>= 3)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.repeat < 3:
+        parser.error("--repeat must be at least 3 (each figure is a median)")
+    sizes = QUICK_SIZES if args.quick else SIZES
+    load_before, started = load_average(), time.perf_counter()
+    results = [bench_size(p, d, args.repeat, with_forecast=(i == 0)) for i, (p, d) in enumerate(sizes)]
+    report = render(results, args.repeat, load_before, load_average(), time.perf_counter() - started)
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
