@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from spark_src.pool_metrics.run_range import MODES as RUN_MODES
+
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # (parameter, smallest allowed value): a window of 0 days or a negative tolerance cannot be meant.
 _MINIMUM = {
@@ -21,6 +23,7 @@ _MINIMUM = {
     "legacy_n_trials": 1,
     "parity_rel_tol": 0,
     "forecast_gate_tolerance": 0,
+    "late_days": 0,
 }
 _DATES = ("start", "end", "as_of")
 
@@ -112,6 +115,12 @@ def validate(values: Mapping[str, Any]) -> None:
             raise ParameterError(f"{name} must be a date YYYY-MM-DD (or empty), got {value!r}") from None
     if "start" in dates and "end" in dates and dates["start"] > dates["end"]:
         raise ParameterError(f"start {dates['start']} is after end {dates['end']}")
+    mode = values.get("mode")
+    if mode is not None:
+        if mode not in RUN_MODES:
+            raise ParameterError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
+        if mode != "range" and ("start" in dates or "end" in dates):
+            raise ParameterError(f"start/end are for a backfill (mode=range), not for mode={mode}")
     for name, minimum in _MINIMUM.items():
         value = values.get(name)
         if value is None:
@@ -138,6 +147,10 @@ def with_defaults_validated(spec: Mapping[str, Any], values: Mapping[str, Any]) 
         ParameterError: see :func:`coerce` and :func:`validate`.
     """
     typed = coerce(spec, values)
+    # Dates given without a mode ask for a backfill of those dates: say so, rather than let the default
+    # (incremental) refuse them. The mode is then explicit in the run's parameters.
+    if "mode" in spec_parameters(spec) and "mode" not in typed and any(typed.get(k) for k in ("start", "end")):
+        typed["mode"] = "range"
     defaults = {name: d["defaultValue"] for name, d in spec_parameters(spec).items() if "defaultValue" in d}
     validate({**defaults, **typed})
     return typed

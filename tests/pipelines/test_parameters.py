@@ -76,3 +76,39 @@ def test_every_parameter_of_the_local_pipeline_is_settable():
     assert {"as_of", "train_days", "holdout_days", "legacy_n_trials", "parity_rel_tol", "model_root"} <= names
     values = parameters.resolve(spec, {"holdout_days": "5", "forecast_gate_tolerance": "0.1", "model_root": "/m"})
     assert values == {"holdout_days": 5, "forecast_gate_tolerance": 0.1, "model_root": "/m"}
+
+
+SPEC_WITH_MODE = {
+    "root": {
+        "inputDefinitions": {
+            "parameters": {
+                **SPEC["root"]["inputDefinitions"]["parameters"],
+                "mode": {"parameterType": "STRING", "defaultValue": "incremental"},
+                "late_days": {"parameterType": "NUMBER_INTEGER", "defaultValue": 2.0},
+            }
+        }
+    }
+}
+
+
+def test_dates_without_a_mode_are_a_backfill_and_the_default_run_is_incremental():
+    assert parameters.resolve(SPEC_WITH_MODE, {}, named={"start": "2026-08-01"}) == {
+        "start": "2026-08-01",
+        "mode": "range",
+    }
+    assert parameters.resolve(SPEC_WITH_MODE, {"late_days": "5"}) == {"late_days": 5}
+    assert parameters.resolve(SPEC_WITH_MODE, {"mode": "full"}) == {"mode": "full"}
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["mode=daily"], "mode must be one of incremental, range, full, got 'daily'"),
+        (["mode=incremental", "start=2026-08-01"], r"start/end are for a backfill \(mode=range\), not for mode=incr"),
+        (["mode=full", "end=2026-08-01"], r"start/end are for a backfill \(mode=range\), not for mode=full"),
+        (["late_days=-1"], "late_days must be a number >= 0, got -1"),
+    ],
+)
+def test_bad_modes_are_refused(pairs, message):
+    with pytest.raises(ParameterError, match=message):
+        parameters.resolve(SPEC_WITH_MODE, parameters.parse_pairs(pairs))
