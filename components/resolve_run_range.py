@@ -6,10 +6,10 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from pipelines.settings import COMPONENT_BASE_IMAGE
+from components.base_image import component_base_image
 
 
-@dsl.component(base_image=COMPONENT_BASE_IMAGE)
+@dsl.component(base_image=component_base_image())
 def resolve_run_range(
     database_url: str,
     run_range: dsl.Output[dsl.Artifact],
