@@ -29,6 +29,7 @@ from spark_src.common.jdbc import check_identifier, read_query, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
 from spark_src.common.storage import code_version, write_text
 from spark_src.forecast import model as M
+from spark_src.forecast import quarantine as Q
 from spark_src.forecast import transforms as T
 from spark_src.pool_metrics.transforms import METRIC_COLUMNS
 
@@ -52,6 +53,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--holdout-as-of", type=_dates, default=[], help="comma-separated backtest as-of dates")
     parser.add_argument("--backtest-table", type=check_identifier, help="backtest forecasts (with --holdout-as-of)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--apy-objective", choices=sorted(M.OBJECTIVES), default=M.APY_OBJECTIVE)
+    parser.add_argument("--quarantine-table", type=check_identifier, help="flagged observations of this run")
+    parser.add_argument(
+        "--with-naive", action="store_true", help="also stage the persistence forecast (model 'naive') per as-of"
+    )
     parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
     parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
     args = parser.parse_args(list(argv))
@@ -84,25 +90,33 @@ def extract(spark: SparkSession, db: DbConfig, first_day: dt.date, last_day: dt.
 
 
 def forecast_as_of(
-    metrics: DataFrame, pools: DataFrame, as_of: dt.date, args: argparse.Namespace
+    clean: DataFrame, pools: DataFrame, as_of: dt.date, args: argparse.Namespace, rule: Q.QuarantineRule
 ) -> tuple[M.FittedForecaster, DataFrame]:
-    """Fits on the window ending ``as_of`` and forecasts as_of + 1 for the pools with a row on ``as_of``."""
-    features = T.feature_frame(T.build_panel(metrics, pools, as_of, args.train_days)).cache()
+    """Fits on the window ending ``as_of``; forecasts as_of + 1 (model and naive rows) for the pools whose
+    clean panel has a row on ``as_of``."""
+    features = T.model_frame(clean, pools, as_of, args.train_days).cache()
     training = features.where((F.col("date") < F.lit(as_of)) & F.col("target_apy").isNotNull())
-    fitted = M.fit(training, seed=args.seed)
+    fitted = M.fit(training, rule=rule, seed=args.seed, apy_objective=args.apy_objective)
     if fitted.training_rows == 0:
         raise RuntimeError(f"no training rows before {as_of} with a next-day actual")
     forecast_date = as_of + dt.timedelta(days=1)
-    forecasts = M.forecast(fitted.model, features.where(F.col("date") == F.lit(as_of))).select(
-        "pool_id",
-        F.lit(forecast_date).alias("date"),
-        F.lit(forecast_date).alias("forecast_date"),
-        F.lit(as_of).alias("as_of"),
-        F.lit(M.MODEL_NAME).alias("model"),
-        F.lit(args.run_id).alias("run_id"),
-        "forecasted_apy",
-        "forecasted_tvl",
-    )
+    today = features.where(F.col("date") == F.lit(as_of))
+    frames = [(M.MODEL_NAME, M.forecast(fitted.model, today))]
+    if args.with_naive:
+        frames.append((M.NAIVE_MODEL_NAME, M.persistence(today)))
+    forecasts = None
+    for name, frame in frames:
+        labelled = frame.select(
+            "pool_id",
+            F.lit(forecast_date).alias("date"),
+            F.lit(forecast_date).alias("forecast_date"),
+            F.lit(as_of).alias("as_of"),
+            F.lit(name).alias("model"),
+            F.lit(args.run_id).alias("run_id"),
+            "forecasted_apy",
+            "forecasted_tvl",
+        )
+        forecasts = labelled if forecasts is None else forecasts.unionByName(labelled)
     return fitted, forecasts
 
 
@@ -119,13 +133,22 @@ def model_card(fitted: M.FittedForecaster, args: argparse.Namespace, as_of: dt.d
         "train_days": args.train_days,
         "training_rows": fitted.training_rows,
         "tvl_training_rows": fitted.tvl_training_rows,
-        "features": T.FEATURE_COLUMNS,
+        "features": T.MODEL_FEATURE_COLUMNS,
         "stacked_feature": M.STACKED_FEATURE,
-        "targets": {"tvl": "log1p(tvl[d+1]) - log1p(tvl[d])", "apy": "apy[d+1]"},
+        "targets": {
+            "tvl": "ln(tvl[d+1]) - ln(tvl[d]), winsorised",
+            "apy": "slog(apy[d+1]) - slog(apy[d]), winsorised; slog(x) = sign(x) ln(1 + |x|)",
+        },
+        "winsor_quantiles": list(M.WINSOR_QUANTILES),
+        "winsor_bounds": fitted.bounds,
+        "apy_objective": args.apy_objective,
+        "tvl_objective": M.TVL_OBJECTIVE,
+        "plausible_range": f"pool's clean 30-day [min, max] widened by {M.RANGE_MARGIN} x its width per side",
+        "quarantine_rule": Q.QuarantineRule().as_dict(),
         "parameters": {
-            "common": {k: v for k, v in M.COMMON_PARAMS.items()} | {"seed": args.seed},
-            "tvl": M.TVL_PARAMS,
-            "apy": M.APY_PARAMS,
+            "common": dict(M.COMMON_PARAMS) | {"seed": args.seed},
+            "tvl": M.TVL_PARAMS | M.OBJECTIVES[M.TVL_OBJECTIVE],
+            "apy": M.APY_PARAMS | M.OBJECTIVES[args.apy_objective],
         },
         "training_metrics": fitted.training_metrics,
         "code_version": code_version(),
@@ -135,22 +158,40 @@ def model_card(fitted: M.FittedForecaster, args: argparse.Namespace, as_of: dt.d
     }
 
 
+def quarantine(metrics: DataFrame, rule: Q.QuarantineRule, first_day: dt.date) -> tuple[DataFrame, DataFrame]:
+    """(clean rows, quarantine rows dated first_day or later) of the extracted metric rows."""
+    flagged = Q.flag_observations(metrics, rule).cache()
+    clean = Q.clean_metrics(flagged).cache()
+    rows = Q.quarantine_rows(flagged).where(F.col("date") >= F.lit(first_day)).cache()
+    return clean, rows
+
+
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     started = time.monotonic()
+    rule = Q.QuarantineRule()
     as_of = args.as_of or latest_actuals_date(spark, db)
     holdouts = sorted(set(args.holdout_as_of))
     if any(day >= as_of for day in holdouts):
         raise ValueError(f"holdout as-of dates must be before the as-of date {as_of}: {holdouts}")
     first_day = min([as_of, *holdouts]) - dt.timedelta(days=args.train_days - 1)
-    metrics, pools = extract(spark, db, first_day, as_of)
-    metrics = metrics.cache()
+    history_start = first_day - dt.timedelta(days=T.LOOKBACK_DAYS + rule.reference_days)
+    metrics, pools = extract(spark, db, history_start, as_of)
+    clean, quarantined = quarantine(metrics, rule, first_day - dt.timedelta(days=T.LOOKBACK_DAYS))
 
-    fitted, forecasts = forecast_as_of(metrics, pools, as_of, args)
+    fitted, forecasts = forecast_as_of(clean, pools, as_of, args, rule)
     forecasts = forecasts.cache()
-    pools_forecast = forecasts.count()
+    pools_forecast = forecasts.where(F.col("model") == M.MODEL_NAME).count()
     if pools_forecast == 0:
-        raise RuntimeError(f"no forecastable pool has a row on {as_of}")
+        raise RuntimeError(f"no forecastable pool has a plausible row on {as_of}")
     write_table(forecasts.select(*FORECAST_COLUMNS), db, args.staging_table)
+    quarantine_counts = {
+        row["reason"]: row["n"] for row in quarantined.groupBy("reason").agg(F.count("*").alias("n")).collect()
+    }
+    as_of_quarantined = quarantined.where(
+        (F.col("date") == F.lit(as_of)) & (F.col("column_name") == "actual_apy")
+    ).count()
+    if args.quarantine_table:
+        write_table(quarantined.withColumn("run_id", F.lit(args.run_id)), db, args.quarantine_table)
 
     model_dir = args.model_dir.rstrip("/")
     fitted.model.write().overwrite().save(f"{model_dir}/pipeline_model")
@@ -159,20 +200,22 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
 
     backtest_rows = 0
     if holdouts:
-        backtests = [forecast_as_of(metrics, pools, day, args)[1] for day in holdouts]
+        backtests = [forecast_as_of(clean, pools, day, args, rule)[1] for day in holdouts]
         combined = backtests[0]
         for frame in backtests[1:]:
             combined = combined.unionByName(frame)
         combined = combined.cache()
         backtest_rows = combined.count()
         write_table(combined.select(*FORECAST_COLUMNS), db, args.backtest_table)
-    metrics.unpersist()
     return {
         "run_id": args.run_id,
         "model": M.MODEL_NAME,
         "as_of": as_of.isoformat(),
         "forecast_date": (as_of + dt.timedelta(days=1)).isoformat(),
         "pools_forecast": pools_forecast,
+        "pools_not_forecast_quarantined": as_of_quarantined,
+        "quarantined": quarantine_counts,
+        "quarantine_table": args.quarantine_table or "",
         "training_rows": fitted.training_rows,
         "staging_table": args.staging_table,
         "table_uri": db.table_uri(args.staging_table),

@@ -1,9 +1,19 @@
-"""The stacked SynapseML LightGBM forecaster: next-day TVL, stacked as a feature into next-day APY.
+"""The SynapseML LightGBM forecaster: next-day TVL and APY as robust corrections to persistence.
 
-Mirrors the legacy forecaster (``legacy.forecast_pools``): the TVL model learns the log change of TVL (TVLs span
-1e5…1e9 USD; trees on the level would quantise it), its prediction ``pred_tvl`` (USD) is an input of the APY
-model, and at training time ``pred_tvl`` is the TVL model's in-sample prediction. The two fitted models and
-their feature assembly are one Spark ``PipelineModel``, saved and reloaded as a whole.
+Persistence ("tomorrow = today") is the floor the model is built on, not a rival it has to beat from scratch:
+
+- both models learn a *change*: TVL its log change ln(tvl[d+1]) - ln(tvl[d]), APY its change on the slog scale
+  slog(apy[d+1]) - slog(apy[d]) (slog(x) = sign(x)·ln(1 + |x|), :mod:`spark_src.forecast.quarantine`). A model
+  that learnt nothing predicts a change of about 0, i.e. persistence;
+- heavy tails: the training changes are winsorised at their ``WINSOR_QUANTILES`` (so one 1e9 % day cannot
+  drag a leaf), the loss is robust (``APY_OBJECTIVE``, chosen on backtests, see the README), and the
+  predicted change is clipped to the same winsor bounds;
+- a forecast APY is clipped to the pool's plausible range: its clean 30-day [min, max] widened by
+  ``RANGE_MARGIN`` times its width on each side (today's value always inside), within the quarantine rule's
+  [apy_min, apy_max].
+
+The TVL prediction ``pred_tvl`` (USD) is stacked as a feature of the APY model. The assemblers, both models and
+the SQL that turns changes back into levels are one Spark ``PipelineModel``, saved and reloaded as a whole.
 """
 
 from __future__ import annotations
@@ -17,17 +27,20 @@ from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_src.forecast.transforms import FEATURE_COLUMNS
+from spark_src.forecast.quarantine import QuarantineRule
+from spark_src.forecast.transforms import MODEL_FEATURE_COLUMNS
 
 STACKED_FEATURE = "pred_tvl"
 MODEL_NAME = "spark_lgbm_stacked"
+NAIVE_MODEL_NAME = "naive"
+WINSOR_QUANTILES = (0.01, 0.99)
+RANGE_MARGIN = 0.25
 
 # Determinism and local-mode settings from SynapseML's issues: seed + deterministic (#928); one task per fit,
 # since numTasks above the partition count waits forever for a second worker; bulk transfer (quiet, and not
 # dependent on the streaming order); no barrier mode (not needed for one task). Row order matters to LightGBM
 # (#1886), so the training rows are sorted and coalesced to one partition before a fit.
 COMMON_PARAMS: dict[str, Any] = {
-    "objective": "regression",
     "seed": 42,
     "deterministic": True,
     "numThreads": 1,
@@ -37,7 +50,16 @@ COMMON_PARAMS: dict[str, Any] = {
     "verbosity": -1,
     "passThroughArgs": "force_row_wise=true",
 }
-# Strongly regularised: a pool's TVL is close to a random walk (same reasoning and values as legacy).
+# Robust losses LightGBMRegressor offers, on the slog-change scale (a daily change of 0.1 is ~10 %).
+OBJECTIVES: dict[str, dict[str, Any]] = {
+    "l1": {"objective": "l1"},
+    "huber": {"objective": "huber", "alpha": 0.1},
+    "fair": {"objective": "fair", "passThroughArgs": "force_row_wise=true fair_c=0.1"},
+    "l2": {"objective": "regression"},
+}
+APY_OBJECTIVE = "l1"
+TVL_OBJECTIVE = "huber"
+# Strongly regularised: a pool's TVL is close to a random walk.
 TVL_PARAMS: dict[str, Any] = {
     "numIterations": 100,
     "learningRate": 0.02,
@@ -56,6 +78,8 @@ APY_PARAMS: dict[str, Any] = {
     "lambdaL2": 1.0,
 }
 
+_SLOG_APY = "signum(actual_apy) * log1p(abs(actual_apy))"
+
 
 def free_port() -> int:
     """A port nobody listens on now. LightGBM binds from defaultListenPort upwards; a fixed 12400 lets two
@@ -65,7 +89,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _regressor(features: str, label: str, prediction: str, params: dict[str, Any], seed: int):
+def _regressor(features: str, label: str, prediction: str, params: dict[str, Any], objective: str, seed: int):
     from synapse.ml.lightgbm import LightGBMRegressor
 
     return LightGBMRegressor(
@@ -73,8 +97,7 @@ def _regressor(features: str, label: str, prediction: str, params: dict[str, Any
         labelCol=label,
         predictionCol=prediction,
         defaultListenPort=free_port(),
-        **{**COMMON_PARAMS, "seed": seed},
-        **params,
+        **{**COMMON_PARAMS, "seed": seed, **params, **OBJECTIVES[objective]},
     )
 
 
@@ -84,59 +107,108 @@ class FittedForecaster:
     training_rows: int
     tvl_training_rows: int
     training_metrics: dict[str, float]
+    bounds: dict[str, list[float]]
 
 
 def _ordered(rows: DataFrame) -> DataFrame:
     return rows.orderBy("date", "pool_id").coalesce(1)
 
 
-def fit(training: DataFrame, seed: int = 42) -> FittedForecaster:
+def _winsor_bounds(rows: DataFrame, column: str) -> tuple[float, float]:
+    low, high = rows.approxQuantile(column, list(WINSOR_QUANTILES), 1e-4)
+    return float(low), float(high)
+
+
+def _clipped(column: str, low: float, high: float) -> str:
+    return f"least(greatest({column}, {low!r}), {high!r})"
+
+
+def _finish_statement(apy_low: float, apy_high: float, rule: QuarantineRule) -> str:
+    """SQL from the predicted slog change to the forecast APY, clipped to the pool's plausible range."""
+    width = "(apy_max_30d - apy_min_30d)"
+    range_low = f"greatest({rule.apy_min!r}, least(actual_apy, apy_min_30d - {RANGE_MARGIN!r} * {width}))"
+    range_high = f"least({rule.apy_max!r}, greatest(actual_apy, apy_max_30d + {RANGE_MARGIN!r} * {width}))"
+    level = f"{_SLOG_APY} + {_clipped('apy_change_pred', apy_low, apy_high)}"
+    unslog = f"signum({level}) * expm1(abs({level}))"
+    return f"SELECT *, least(greatest({unslog}, {range_low}), {range_high}) AS forecasted_apy FROM __THIS__"
+
+
+def fit(
+    training: DataFrame,
+    rule: QuarantineRule | None = None,
+    seed: int = 42,
+    apy_objective: str = APY_OBJECTIVE,
+) -> FittedForecaster:
     """Fits the TVL model on rows with a tvl today and tomorrow, then the APY model on all training rows.
 
     Args:
-        training: Rows of :func:`spark_src.forecast.transforms.feature_frame` with a ``target_apy``.
+        training: Rows of :func:`spark_src.forecast.transforms.model_frame` with a ``target_apy``.
+        rule: The quarantine rule whose APY bounds cap the forecasts (default parameters when None).
         seed: LightGBM seed.
+        apy_objective: A key of :data:`OBJECTIVES`.
     """
-    training = _ordered(training).cache()
-    tvl_assembler = VectorAssembler(inputCols=FEATURE_COLUMNS, outputCol="tvl_features", handleInvalid="keep")
-    tvl_rows = training.where(F.col("actual_tvl").isNotNull() & F.col("target_tvl").isNotNull()).withColumn(
-        "tvl_log_change", F.log1p("target_tvl") - F.log1p("actual_tvl")
+    rule = rule or QuarantineRule()
+    training = (
+        _ordered(training)
+        .withColumn("apy_change", F.expr(f"signum(target_apy) * log1p(abs(target_apy)) - {_SLOG_APY}"))
+        .withColumn(
+            "tvl_log_change",
+            F.when((F.col("actual_tvl") > 0) & (F.col("target_tvl") > 0), F.log("target_tvl") - F.log("actual_tvl")),
+        )
+        .cache()
     )
-    tvl_model = _regressor("tvl_features", "tvl_log_change", "tvl_log_change_pred", TVL_PARAMS, seed).fit(
-        _ordered(tvl_assembler.transform(tvl_rows))
+    apy_low, apy_high = _winsor_bounds(training, "apy_change")
+    tvl_rows = training.where(F.col("tvl_log_change").isNotNull())
+    tvl_low, tvl_high = _winsor_bounds(tvl_rows, "tvl_log_change") if tvl_rows.take(1) else (0.0, 0.0)
+
+    tvl_assembler = VectorAssembler(inputCols=MODEL_FEATURE_COLUMNS, outputCol="tvl_features", handleInvalid="keep")
+    tvl_label = F.least(F.greatest("tvl_log_change", F.lit(tvl_low)), F.lit(tvl_high))
+    tvl_model = _regressor("tvl_features", "tvl_label", "tvl_log_change_pred", TVL_PARAMS, TVL_OBJECTIVE, seed).fit(
+        _ordered(tvl_assembler.transform(tvl_rows.withColumn("tvl_label", tvl_label)))
     )
-    # NULL when today's tvl is NULL: there is no level to apply the change to (as legacy).
+    # NULL when today's tvl is not positive: there is no level to apply the change to.
     stack = SQLTransformer(
-        statement=f"SELECT *, expm1(log1p(actual_tvl) + tvl_log_change_pred) AS {STACKED_FEATURE} FROM __THIS__"
+        statement=f"SELECT *, CASE WHEN actual_tvl > 0 THEN exp(ln(actual_tvl) + "
+        f"{_clipped('tvl_log_change_pred', tvl_low, tvl_high)}) END AS {STACKED_FEATURE} FROM __THIS__"
     )
     apy_assembler = VectorAssembler(
-        inputCols=[*FEATURE_COLUMNS, STACKED_FEATURE], outputCol="apy_features", handleInvalid="keep"
+        inputCols=[*MODEL_FEATURE_COLUMNS, STACKED_FEATURE], outputCol="apy_features", handleInvalid="keep"
     )
     stacked = apy_assembler.transform(stack.transform(tvl_model.transform(tvl_assembler.transform(training))))
-    apy_model = _regressor("apy_features", "target_apy", "forecasted_apy", APY_PARAMS, seed).fit(_ordered(stacked))
+    apy_label = F.least(F.greatest("apy_change", F.lit(apy_low)), F.lit(apy_high))
+    apy_model = _regressor("apy_features", "apy_label", "apy_change_pred", APY_PARAMS, apy_objective, seed).fit(
+        _ordered(stacked.withColumn("apy_label", apy_label))
+    )
+    finish = SQLTransformer(statement=_finish_statement(apy_low, apy_high, rule))
 
-    model = PipelineModel(stages=[tvl_assembler, tvl_model, stack, apy_assembler, apy_model])
+    model = PipelineModel(stages=[tvl_assembler, tvl_model, stack, apy_assembler, apy_model, finish])
     in_sample = model.transform(training).agg(
         F.avg(F.abs(F.col("forecasted_apy") - F.col("target_apy"))).alias("apy_mae"),
-        (F.sum(F.abs(F.col(STACKED_FEATURE) - F.col("target_tvl"))) / F.sum(F.abs(F.col("target_tvl")))).alias(
-            "tvl_wape"
-        ),
+        F.avg(F.abs(F.col("actual_apy") - F.col("target_apy"))).alias("persistence_apy_mae"),
         F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(F.col("actual_tvl").isNotNull() & F.col("target_tvl").isNotNull(), 1)).alias("tvl_rows"),
     )
     summary = in_sample.first()
+    tvl_training_rows = tvl_rows.count()
     training.unpersist()
     return FittedForecaster(
         model=model,
         training_rows=summary["rows"],
-        tvl_training_rows=summary["tvl_rows"],
+        tvl_training_rows=tvl_training_rows,
         training_metrics={
-            "in_sample_apy_mae": float(summary["apy_mae"]),
-            "in_sample_tvl_wape": float(summary["tvl_wape"] or 0.0),
+            "in_sample_apy_mae": float(summary["apy_mae"] or 0.0),
+            "in_sample_persistence_apy_mae": float(summary["persistence_apy_mae"] or 0.0),
         },
+        bounds={"apy_change": [apy_low, apy_high], "tvl_log_change": [tvl_low, tvl_high]},
     )
 
 
 def forecast(model: PipelineModel, rows: DataFrame) -> DataFrame:
     """(pool_id, forecasted_apy, forecasted_tvl) for ``rows`` (the as-of date's feature rows)."""
     return model.transform(rows).select("pool_id", "forecasted_apy", F.col(STACKED_FEATURE).alias("forecasted_tvl"))
+
+
+def persistence(rows: DataFrame) -> DataFrame:
+    """The naive forecast of ``rows``: (pool_id, forecasted_apy, forecasted_tvl) = today's clean values."""
+    return rows.select(
+        "pool_id", F.col("actual_apy").alias("forecasted_apy"), F.col("actual_tvl").alias("forecasted_tvl")
+    )

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from spark_src.common.columns import FEATURE_COLUMNS as _FEATURE_COLUMNS
 from spark_src.common.columns import METRIC_COLUMNS
+from spark_src.forecast.quarantine import day_number, median_of, slog
 
 # The model inputs, in this order (the same list and order as legacy.forecast_pools.FEATURE_COLUMNS).
 FEATURE_COLUMNS: list[str] = list(_FEATURE_COLUMNS)
@@ -98,4 +99,92 @@ def feature_frame(panel: DataFrame) -> DataFrame:
     features = panel.transform(add_calendar_features).transform(add_neighbour_features).transform(add_targets)
     return features.select(
         "pool_id", "date", *[F.col(c).cast("double").alias(c) for c in FEATURE_COLUMNS], *TARGET_COLUMNS
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Robust features (Spark forecaster only): computed on the quarantined-clean rows, in slog / log scale.
+# --------------------------------------------------------------------------------------------------------------
+
+#: Days of history before the training window that the robust features look back on.
+LOOKBACK_DAYS = 30
+ROBUST_FEATURE_COLUMNS: list[str] = [
+    "apy_median_7d",  # median APY of the pool over [d-6, d]
+    "apy_median_30d",  # … over [d-29, d]
+    "apy_min_30d",
+    "apy_max_30d",
+    "apy_gap_7d",  # slog(apy_d) - slog(median 7d): how far today is from the pool's recent typical level
+    "apy_gap_30d",
+    "apy_change_1d",  # slog(apy_d) - slog(apy_{d-1}); NULL without a row on d-1
+    "group_apy_change_mean",  # same-day mean of apy_change_1d over the pool's group (co-movement, lags)
+    "group_apy_gap_mean",  # same-day mean of apy_gap_7d over the pool's group
+    "tvl_change_1d",  # ln(tvl_d) - ln(tvl_{d-1})
+    "tvl_gap_7d",  # ln(tvl_d) - ln(median 7d tvl)
+    "apy_obs_30d",  # observations in [d-29, d]
+    "pool_age_days",  # days since the pool's first observation, capped at LOOKBACK_DAYS
+]
+MODEL_FEATURE_COLUMNS: list[str] = [*FEATURE_COLUMNS, *ROBUST_FEATURE_COLUMNS]
+
+
+def add_robust_features(panel: DataFrame) -> DataFrame:
+    """Adds :data:`ROBUST_FEATURE_COLUMNS` to a panel of clean rows (pool_id, date, actual_apy, actual_tvl, …)."""
+    by_pool = Window.partitionBy("pool_id").orderBy("day_number")
+
+    def last(days: int) -> Window:
+        return by_pool.rangeBetween(-(days - 1), 0)
+
+    rows = panel.withColumn("day_number", day_number(F.col("date")))
+    positive_tvl = F.when(F.col("actual_tvl") > 0, F.col("actual_tvl"))
+    rows = (
+        rows.withColumn("apy_median_7d", median_of(F.collect_list("actual_apy").over(last(7))))
+        .withColumn("apy_median_30d", median_of(F.collect_list("actual_apy").over(last(30))))
+        .withColumn("apy_min_30d", F.min("actual_apy").over(last(30)))
+        .withColumn("apy_max_30d", F.max("actual_apy").over(last(30)))
+        .withColumn("apy_obs_30d", F.count("actual_apy").over(last(30)).cast("double"))
+        .withColumn("_tvl_median_7d", median_of(F.collect_list(positive_tvl).over(last(7))))
+        .withColumn("_previous_day", F.lag("day_number").over(by_pool))
+        .withColumn("_previous_apy", F.lag("actual_apy").over(by_pool))
+        .withColumn("_previous_tvl", F.lag(positive_tvl).over(by_pool))
+        .withColumn("_first_day", F.min("day_number").over(Window.partitionBy("pool_id")))
+    )
+    consecutive = F.col("_previous_day") == F.col("day_number") - 1
+    rows = (
+        rows.withColumn("apy_gap_7d", slog(F.col("actual_apy")) - slog(F.col("apy_median_7d")))
+        .withColumn("apy_gap_30d", slog(F.col("actual_apy")) - slog(F.col("apy_median_30d")))
+        .withColumn("apy_change_1d", F.when(consecutive, slog(F.col("actual_apy")) - slog(F.col("_previous_apy"))))
+        .withColumn("tvl_change_1d", F.when(consecutive, F.log(positive_tvl) - F.log(F.col("_previous_tvl"))))
+        .withColumn("tvl_gap_7d", F.log(positive_tvl) - F.log(F.col("_tvl_median_7d")))
+        .withColumn(
+            "pool_age_days",
+            F.least(F.col("day_number") - F.col("_first_day"), F.lit(LOOKBACK_DAYS)).cast("double"),
+        )
+    )
+    group = Window.partitionBy("date", "pool_group")
+    has_group = F.col("pool_group").isNotNull()
+    rows = rows.withColumn("group_apy_change_mean", F.when(has_group, F.avg("apy_change_1d").over(group))).withColumn(
+        "group_apy_gap_mean", F.when(has_group, F.avg("apy_gap_7d").over(group))
+    )
+    return rows.drop("day_number", "_tvl_median_7d", "_previous_day", "_previous_apy", "_previous_tvl", "_first_day")
+
+
+def model_frame(clean_metrics: DataFrame, pools: DataFrame, as_of: dt.date, train_days: int) -> DataFrame:
+    """``pool_id``, ``date``, :data:`MODEL_FEATURE_COLUMNS` and the targets for [as_of - train_days + 1, as_of].
+
+    Args:
+        clean_metrics: Quarantine-clean metric rows (``spark_src.forecast.quarantine.clean_metrics``) covering
+            at least the :data:`LOOKBACK_DAYS` days before the window, so the robust features are complete.
+        pools: The ``pools`` table.
+        as_of: Last day of the window.
+        train_days: Window length in days.
+    """
+    first_day = as_of - dt.timedelta(days=train_days - 1)
+    panel = build_panel(clean_metrics, pools, as_of, train_days + LOOKBACK_DAYS)
+    features = (
+        panel.transform(add_calendar_features)
+        .transform(add_neighbour_features)
+        .transform(add_robust_features)
+        .transform(add_targets)
+    )
+    return features.where(F.col("date") >= F.lit(first_day)).select(
+        "pool_id", "date", *[F.col(c).cast("double").alias(c) for c in MODEL_FEATURE_COLUMNS], *TARGET_COLUMNS
     )

@@ -16,6 +16,7 @@ from database.synthetic import SyntheticSpec, generate, load
 from legacy.calculate_pool_metrics import run as run_legacy_metrics
 from spark_src.common import jars
 from spark_src.common.jdbc import read_query
+from spark_src.forecast import quarantine as Q
 from spark_src.forecast import transforms as T
 from spark_src.forecast.main import main as run_forecast_job
 
@@ -70,12 +71,13 @@ def test_forecasts_the_day_after_the_latest_actuals_for_every_forecastable_pool(
 
     # The saved pipeline model reproduces the forecasts from the as-of rows, and the card describes it.
     card = json.loads((tmp_path / "model" / "model_card.json").read_text())
-    assert card["features"] == T.FEATURE_COLUMNS and card["as_of"] == latest.isoformat()
+    assert card["features"] == T.MODEL_FEATURE_COLUMNS and card["as_of"] == latest.isoformat()
     assert card["training_rows"] == summary["training_rows"] > 300
     reloaded = PipelineModel.load(str(tmp_path / "model" / "pipeline_model"))
     metrics = read_query(spark, db_config, "SELECT * FROM pool_daily_metrics")
     pools = read_query(spark, db_config, "SELECT * FROM pools")
-    rows = T.feature_frame(T.build_panel(metrics, pools, latest, 60)).where(F.col("date") == F.lit(latest))
+    clean = Q.clean_metrics(Q.flag_observations(metrics.where(F.col("actual_apy").isNotNull()), Q.QuarantineRule()))
+    rows = T.model_frame(clean, pools, latest, 60).where(F.col("date") == F.lit(latest))
     again = sorted(reloaded.transform(rows).select("pool_id", "forecasted_apy").collect())
     assert [(r.pool_id, r.forecasted_apy) for r in again] == [(r.pool_id, r.forecasted_apy) for r in forecasts]
 
