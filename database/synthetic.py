@@ -129,18 +129,31 @@ CMC_DUPLICATE_RATE = 0.02
 GAS_MISSING_RATE = 0.02
 
 
+#: The APY/TVL dynamics :func:`generate` can draw: ``default`` (the demo's, described above), ``hard``
+#: (:func:`_apy_tvl_hard`: what real pools do to a forecaster) and ``random_walk`` (log-APY and log-TVL are
+#: pure random walks: nothing beats persistence, a check that a model does not overfit the other worlds).
+WORLDS = ("default", "hard", "random_walk")
+# Hard world rates (see _apy_tvl_hard).
+GIANT_SPIKE_RATE = 0.003
+INCENTIVE_SHARE = 0.4
+REGIME_CHANGES_PER_GROUP = 2
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Size and seed of a synthetic data set."""
+    """Size, seed and dynamics (one of :data:`WORLDS`) of a synthetic data set."""
 
     pools: int = 24
     days: int = 120
     start: datetime.date = datetime.date(2026, 5, 1)
     seed: int = 7
+    world: str = "default"
 
     def __post_init__(self) -> None:
         if self.pools < 1 or self.days < 2:
             raise ValueError(f"need at least 1 pool and 2 days, got pools={self.pools}, days={self.days}")
+        if self.world not in WORLDS:
+            raise ValueError(f"unknown world {self.world!r}; one of {', '.join(WORLDS)}")
 
 
 @dataclass(frozen=True)
@@ -271,6 +284,123 @@ def _apy_tvl(
     log_tvl0 = rng.uniform(np.log(1e5), np.log(5e8), n)
     tvl = np.exp(log_tvl0[:, None] + np.cumsum(flow, axis=1))
     return apy, tvl, spikes
+
+
+def _ar1(rng: np.random.Generator, rows: int, days: int, phi: float, sd: float) -> np.ndarray:
+    shocks = rng.normal(0.0, sd, (rows, days))
+    out = np.empty((rows, days))
+    out[:, 0] = shocks[:, 0]
+    for t in range(1, days):
+        out[:, t] = phi * out[:, t - 1] + shocks[:, t]
+    return out
+
+
+def _apy_tvl_hard(
+    rng: np.random.Generator, group_idx: np.ndarray, eth_log_ret: np.ndarray, start_day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """The ``hard`` world: what real pools do to a next-day forecaster. Shapes (pools, days).
+
+    - regime changes: each group's level jumps by a factor exp(N(0, 0.5)) on ``REGIME_CHANGES_PER_GROUP`` days;
+    - group co-movement with lags: a shared AR(1) group factor (log space) reaches each pool 0-3 days late;
+    - incentive programmes (``INCENTIVE_SHARE`` of the pools, 1-2 each): a reward of 0.5-3x the pool's level
+      starts on a day, decays with emissions and stops abruptly after 7-40 days; TVL chases it, then drains;
+    - launches: a late-starting pool opens at 3-15x its level, decaying with a half-life of 2-10 days;
+    - heavy-tailed noise: the latent APY is an OU process (theta 0.3) around that target, observed with
+      Student-t(3) noise; 1.5 % of pool-days are 2-4x spikes and ``GIANT_SPIKE_RATE`` of them (at least one)
+      are one-day spikes to 1e3-1e9 %;
+    - TVL: a log random walk whose flow follows the pool's APY relative to its group, drains 3-12 %/day for
+      3-10 days after an incentive ends, and the occasional exploit-like drain.
+    """
+    n, days = len(group_idx), len(eth_log_ret)
+    n_groups = len(POOL_GROUPS)
+    day = np.arange(days)[None, :]
+    base = np.array([g.base_apy for g in POOL_GROUPS])[group_idx]
+    eth_beta = np.array([g.eth_beta for g in POOL_GROUPS])[group_idx]
+    level = base * (1.0 + np.clip(rng.normal(0.0, 0.25, n), -0.6, 1.0))
+
+    regime = np.zeros((n_groups, days))
+    change_days = rng.integers(5, days, (n_groups, REGIME_CHANGES_PER_GROUP))
+    change_size = rng.normal(0.0, 0.5, (n_groups, REGIME_CHANGES_PER_GROUP))
+    for g in range(n_groups):
+        for change, size in zip(change_days[g], change_size[g], strict=True):
+            regime[g, change:] += size
+    factor = _ar1(rng, n_groups, days, 0.9, 0.06) + regime
+    lag = rng.integers(0, 4, n)
+    lagged = np.empty((n, days))
+    for p in range(n):
+        shifted = factor[group_idx[p]]
+        lagged[p] = np.concatenate([np.full(lag[p], shifted[0]), shifted[: days - lag[p]]])
+    target = level[:, None] * np.exp(lagged)
+
+    incentive = np.zeros((n, days))
+    drain = np.zeros((n, days))
+    programmes = 0
+    for p in np.flatnonzero(rng.random(n) < INCENTIVE_SHARE):
+        for _ in range(int(rng.integers(1, 3))):
+            first = int(rng.integers(start_day[p], days))
+            length = int(rng.integers(7, 41))
+            last = min(first + length, days)
+            reward = level[p] * rng.uniform(0.5, 3.0)
+            decay = rng.uniform(0.0, 1.5) / length
+            incentive[p, first:last] += reward * np.exp(-decay * np.arange(last - first))
+            drain_days = int(rng.integers(3, 11))
+            drain[p, last : last + drain_days] -= rng.uniform(0.03, 0.12)
+            programmes += 1
+    launches = np.flatnonzero(start_day > 0)
+    launch = np.zeros((n, days))
+    for p in launches:
+        half_life = rng.uniform(2.0, 10.0)
+        age = np.maximum(np.arange(days) - start_day[p], 0)
+        launch[p] = level[p] * rng.uniform(3.0, 15.0) * 0.5 ** (age / half_life) * (np.arange(days) >= start_day[p])
+
+    theta = 0.3
+    process = rng.normal(0.0, 1.0, (n, days)) * (0.05 * level)[:, None]
+    latent = np.empty((n, days))
+    latent[:, 0] = target[:, 0]
+    for t in range(1, days):
+        latent[:, t] = latent[:, t - 1] + theta * (target[:, t] - latent[:, t - 1]) + process[:, t]
+    eth_yesterday = np.concatenate([[0.0], eth_log_ret[:-1]])
+    noise = rng.standard_t(3, (n, days)) * (0.06 * (level[:, None] + incentive))
+    apy = np.maximum(latent + incentive + launch + eth_beta[:, None] * eth_yesterday[None, :] + noise, 0.0)
+
+    spikes = rng.random((n, days)) < SPIKE_RATE
+    apy = np.where(spikes, apy * rng.uniform(2.0, 4.0, (n, days)), apy)
+    giant = rng.random((n, days)) < GIANT_SPIKE_RATE
+    giant[int(rng.integers(n)), int(rng.integers(days // 2, days))] = True  # at least one, in the later half
+    apy = np.where(giant, 10.0 ** rng.uniform(3.0, 9.0, (n, days)), apy)
+
+    group_mean = np.zeros((n_groups, days))
+    np.add.at(group_mean, group_idx, np.minimum(apy, 1e3))
+    group_mean /= np.maximum(np.bincount(group_idx, minlength=n_groups), 1)[:, None]
+    relative = np.clip((apy - group_mean[group_idx]) / np.maximum(group_mean[group_idx], 0.5), -1.0, 3.0)
+    exploit = np.where(rng.random((n, days)) < 0.002, -rng.uniform(0.3, 0.9, (n, days)), 0.0)
+    flow = (
+        0.015 * np.concatenate([np.zeros((n, 1)), relative[:, :-1]], axis=1)
+        + drain
+        + exploit
+        + rng.normal(0.0, 0.015, (n, days))
+    )
+    flow[:, 0] = 0.0
+    log_tvl0 = rng.uniform(np.log(1e5), np.log(5e8), n)
+    tvl = np.exp(log_tvl0[:, None] + np.cumsum(flow, axis=1))
+    stats = {
+        "regime_changes": n_groups * REGIME_CHANGES_PER_GROUP,
+        "incentive_programmes": programmes,
+        "launches": len(launches),
+        "apy_giant_spikes": int((giant & (day >= start_day[:, None])).sum()),
+    }
+    return apy, tvl, spikes | giant, stats
+
+
+def _apy_tvl_random_walk(rng: np.random.Generator, group_idx: np.ndarray, days: int) -> tuple[np.ndarray, ...]:
+    """The ``random_walk`` world: log-APY and log-TVL are driftless Gaussian random walks (sd 0.05 and 0.02)."""
+    n = len(group_idx)
+    base = np.array([g.base_apy for g in POOL_GROUPS])[group_idx]
+    apy = base[:, None] * np.exp(np.cumsum(rng.normal(0.0, 0.05, (n, days)), axis=1))
+    tvl = np.exp(
+        rng.uniform(np.log(1e5), np.log(5e8), n)[:, None] + np.cumsum(rng.normal(0.0, 0.02, (n, days)), axis=1)
+    )
+    return apy, tvl, np.zeros((n, days), dtype=bool)
 
 
 def _presence(
@@ -462,7 +592,7 @@ def generate(spec: SyntheticSpec) -> SyntheticData:
     """Generates the four tables' rows for ``spec`` (same spec => identical rows).
 
     Args:
-        spec: number of pools and days, first day, seed.
+        spec: number of pools and days, first day, seed, world.
 
     Returns:
         The rows, and ``stats``: ``pools``, ``history_rows``, ``observed_pool_days``, ``missing_pool_days``
@@ -477,8 +607,16 @@ def generate(spec: SyntheticSpec) -> SyntheticData:
     pools, group_idx = _pool_table(rng, n)
     markets = _markets(rng, days)
     gas = _gas(rng, spec.start, days)
-    apy, tvl, spikes = _apy_tvl(rng, group_idx, markets["ETH"]["log_ret"], gas)
-    present, start_day, with_run, midnight = _presence(rng, n, days)
+    world_stats: dict[str, int] = {}
+    if spec.world == "default":  # draws in the original order: the default world is unchanged
+        apy, tvl, spikes = _apy_tvl(rng, group_idx, markets["ETH"]["log_ret"], gas)
+        present, start_day, with_run, midnight = _presence(rng, n, days)
+    else:
+        present, start_day, with_run, midnight = _presence(rng, n, days)
+        if spec.world == "hard":
+            apy, tvl, spikes, world_stats = _apy_tvl_hard(rng, group_idx, markets["ETH"]["log_ret"], start_day)
+        else:
+            apy, tvl, spikes = _apy_tvl_random_walk(rng, group_idx, days)
     history, history_stats = _history_rows(rng, spec, pools, group_idx, apy, tvl, present, midnight)
     cmc, cmc_stats = _cmc_rows(rng, spec, markets)
 
@@ -501,6 +639,7 @@ def generate(spec: SyntheticSpec) -> SyntheticData:
         "filtered_out_pools": int(pools["is_filtered_out"].sum()),
         "late_start_pools": int((start_day > 0).sum()),
         "apy_spikes": int((spikes & present).sum()),
+        **world_stats,
         "cmc_rows": len(cmc),
         **cmc_stats,
         "gas_rows": len(gas_fees),
