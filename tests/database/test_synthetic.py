@@ -455,3 +455,31 @@ def test_eth_return_moves_eth_pools_next_day(data: SyntheticData) -> None:
     # pairs a chance correlation beyond 0.2 is a > 4-sigma event).
     assert correlation("lsd-eth") > 0.25
     assert abs(correlation("stable-lending")) < 0.2
+
+
+# --- the other worlds ----------------------------------------------------------------------------------------
+
+
+def _apys(data: SyntheticData) -> np.ndarray:
+    values = [doc.get("apy") for doc in data.pool_history["raw_json_data"]]
+    return np.array([v for v in values if isinstance(v, float)])
+
+
+def test_the_hard_world_has_giant_spikes_incentives_launches_and_regimes() -> None:
+    hard = generate(SyntheticSpec(world="hard"))
+    assert hard.stats["apy_giant_spikes"] >= 1 and hard.stats["incentive_programmes"] >= 1
+    assert hard.stats["launches"] == hard.stats["late_start_pools"] > 0 and hard.stats["regime_changes"] == 10
+    apys = _apys(hard)
+    assert apys.max() >= 1e3 and np.median(apys) < 20  # spikes of 1e3-1e9 % over single-digit yields
+    assert _json_text(generate(SyntheticSpec(world="hard")).pool_history) == _json_text(hard.pool_history)
+    # The same imperfections as the default world: the pool table and the planted bad values.
+    default = generate(SPEC)
+    assert hard.stats["bad_apy_text"] == default.stats["bad_apy_text"] > 0
+    assert hard.pools["pool_id"].tolist() == default.pools["pool_id"].tolist()
+
+
+def test_the_random_walk_world_has_no_spikes_and_unknown_worlds_are_refused() -> None:
+    walk = generate(SyntheticSpec(world="random_walk"))
+    assert walk.stats["apy_spikes"] == 0 and _apys(walk).max() < 100
+    with pytest.raises(ValueError, match="unknown world"):
+        SyntheticSpec(world="flat")
