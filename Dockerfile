@@ -25,6 +25,7 @@ WORKDIR /opt/defi-pool-pipeline
 COPY build/constraints.txt pyproject.toml README.md ./
 COPY spark_src ./spark_src
 COPY components ./components
+COPY evaluation ./evaluation
 COPY pipelines ./pipelines
 COPY legacy ./legacy
 COPY database ./database

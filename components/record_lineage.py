@@ -39,28 +39,21 @@ def record_table(
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
     """
     import json
-    import re
 
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
     from spark_src.common.config import DbConfig
+    from spark_src.common.sql import check_identifiers, connect
     from spark_src.common.storage import code_version
 
-    identifier = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-    for name in [table, *([time_column] if time_column else [])]:
-        if not identifier.match(name):
-            raise ValueError(f"not a plain lower-case SQL identifier: {name!r}")
+    check_identifiers(table, *([time_column] if time_column else []))
     if role not in ("source", "staging", "target"):
         raise ValueError(f"role must be source, staging or target, got {role!r}")
     db = DbConfig.from_url(database_url, password_secret)
     span = f', min("{time_column}")::date, max("{time_column}")::date' if time_column else ", NULL, NULL"
-    engine = create_engine(db.sqlalchemy_url())
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SET TIME ZONE 'UTC'"))  # a timestamptz's day is its UTC day, as in the jobs
-            rows, first, last = conn.execute(text(f'SELECT count(*){span} FROM "{table}"')).one()
-    finally:
-        engine.dispose()
+    with connect(db) as conn:
+        conn.execute(text("SET TIME ZONE 'UTC'"))  # a timestamptz's day is its UTC day, as in the jobs
+        rows, first, last = conn.execute(text(f'SELECT count(*){span} FROM "{table}"')).one()
     batch = ""
     if batch_resources:
         # gcp_resources is JSON: {"resources": [{"resourceType": "DataprocBatch", "resourceUri": "https://…"}]}

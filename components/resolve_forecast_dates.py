@@ -33,20 +33,15 @@ def resolve_forecast_dates(
     import datetime as dt
     from collections import namedtuple
 
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
     from spark_src.common.config import DbConfig
+    from spark_src.common.sql import connect
 
     if holdout_days < 1:
         raise ValueError(f"holdout_days must be >= 1 (the evaluation scores the holdout dates), got {holdout_days}")
-    engine = create_engine(DbConfig.from_url(database_url, password_secret).sqlalchemy_url())
-    try:
-        with engine.connect() as conn:
-            latest = conn.execute(
-                text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")
-            ).scalar()
-    finally:
-        engine.dispose()
+    with connect(DbConfig.from_url(database_url, password_secret)) as conn:
+        latest = conn.execute(text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")).scalar()
     if latest is None:
         raise RuntimeError("pool_daily_metrics has no actuals: nothing to forecast from")
     day = dt.date.fromisoformat(as_of) if as_of else latest

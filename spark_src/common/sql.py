@@ -1,0 +1,58 @@
+"""SQL names and connections shared by the jobs, the components and the tooling.
+
+Pure Python at import (no pyspark, no SQLAlchemy): the Dataproc jobs import the identifier check, and only
+callers of :func:`connect` and :func:`transaction` need SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from spark_src.common.config import DbConfig
+
+# Plain lower-case PostgreSQL identifiers (at most 63 bytes): the only names built into SQL text.
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_identifier(name: str) -> str:
+    """``name`` if it is a plain lower-case SQL identifier, else a ValueError naming it."""
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a plain lower-case SQL identifier: {name!r}")
+    return name
+
+
+def check_identifiers(*names: str) -> None:
+    for name in names:
+        check_identifier(name)
+
+
+@contextmanager
+def engine(db: DbConfig) -> Iterator[Engine]:
+    """A SQLAlchemy engine for ``db``, disposed of (its pooled connections closed) on exit."""
+    from sqlalchemy import create_engine
+
+    created = create_engine(db.sqlalchemy_url())
+    try:
+        yield created
+    finally:
+        created.dispose()
+
+
+@contextmanager
+def connect(db: DbConfig) -> Iterator[Connection]:
+    """One connection to ``db`` (no transaction opened for the caller), the engine disposed of on exit."""
+    with engine(db) as created, created.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def transaction(db: DbConfig) -> Iterator[Connection]:
+    """One connection in a transaction (committed on success, rolled back on error), the engine disposed of."""
+    with engine(db) as created, created.begin() as conn:
+        yield conn

@@ -1,0 +1,171 @@
+"""Forecast scoring on in-memory panels (no database): hand-computed MAE/RMSE/WAPE, fair rows, the gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pandas as pd
+import pytest
+
+from evaluation import forecasts
+from evaluation.forecast_report import render_html, sample_pools
+
+D = dt.date
+AS_OF = [D(2026, 8, 25), D(2026, 8, 26)]
+# (pool, as_of, forecast_date), then actual, spark, legacy, naive for APY and TVL. Errors against the actuals
+# (APY 4, 6, 12, 11 and TVL 110, 90, 1000, 1200; sums of |actual| 33 and 2400):
+#   spark  APY (1, -1, 2, 0)       TVL (10, -10, 50, -100)
+#   legacy APY (0.5, -0.5, 1, -1)  TVL (0, 30, -20, 40)
+#   naive  APY (1, -2, -2, 1)      TVL (-10, 20, 0, -200)
+ROWS = [
+    ("p1", D(2026, 8, 25), D(2026, 8, 26), 4.0, 110.0, 5.0, 120.0, 4.5, 110.0, 5.0, 100.0),
+    ("p1", D(2026, 8, 26), D(2026, 8, 27), 6.0, 90.0, 5.0, 80.0, 5.5, 120.0, 4.0, 110.0),
+    ("p2", D(2026, 8, 25), D(2026, 8, 26), 12.0, 1000.0, 14.0, 1050.0, 13.0, 980.0, 10.0, 1000.0),
+    ("p2", D(2026, 8, 26), D(2026, 8, 27), 11.0, 1200.0, 11.0, 1100.0, 10.0, 1240.0, 12.0, 1000.0),
+]
+COLUMNS = ["pool_id", "as_of", "forecast_date"] + [
+    f"{s}_{t}" for s in ("actual", "spark", "legacy", "naive") for t in ("apy", "tvl")
+]
+EXPECTED = {
+    "forecast_holdout_dates": 2.0,
+    "forecast_rows_evaluated_apy": 4.0,
+    "forecast_rows_dropped_apy": 0.0,
+    "forecast_rows_evaluated_tvl": 4.0,
+    "forecast_rows_dropped_tvl": 0.0,
+    "forecast_spark_apy_mae": 1.0,
+    "forecast_spark_apy_rmse": math.sqrt(6 / 4),
+    "forecast_spark_apy_wape": 4 / 33,
+    "forecast_spark_tvl_mae": 42.5,
+    "forecast_spark_tvl_rmse": math.sqrt(12700 / 4),
+    "forecast_spark_tvl_wape": 170 / 2400,
+    "forecast_legacy_apy_mae": 0.75,
+    "forecast_legacy_apy_rmse": math.sqrt(2.5 / 4),
+    "forecast_legacy_apy_wape": 3 / 33,
+    "forecast_legacy_tvl_mae": 22.5,
+    "forecast_legacy_tvl_rmse": math.sqrt(2900 / 4),
+    "forecast_legacy_tvl_wape": 90 / 2400,
+    "forecast_naive_apy_mae": 1.5,
+    "forecast_naive_apy_rmse": math.sqrt(10 / 4),
+    "forecast_naive_apy_wape": 6 / 33,
+    "forecast_naive_tvl_mae": 57.5,
+    "forecast_naive_tvl_rmse": math.sqrt(40500 / 4),
+    "forecast_naive_tvl_wape": 230 / 2400,
+    "forecast_gate_pass": 0.0,  # spark 1.0 > legacy 0.75 x 1.05
+}
+
+
+def _panel(rows=ROWS) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _request(**overrides) -> forecasts.Request:
+    return forecasts.Request(**{"run_id": "r1", "as_of_dates": AS_OF, **overrides})
+
+
+def test_the_hand_example_scores_every_model_and_target():
+    evaluation = forecasts.score(_panel(), _request())
+
+    metrics = evaluation.metrics()
+    assert metrics == pytest.approx(EXPECTED, rel=1e-12)
+    assert evaluation.apy_maes() == pytest.approx({"spark": 1.0, "legacy": 0.75, "naive": 1.5})
+    assert evaluation.message() == (
+        "forecast gate failed: APY MAE spark 1, legacy 0.75, naive 1.5; spark may be at most legacy x (1 + 0.05) "
+        "= 0.7875"
+    )
+
+
+def test_a_row_without_every_forecast_is_dropped_for_all_models_of_that_target_only():
+    rows = [list(r) for r in ROWS]
+    rows[1][5] = float("nan")  # spark APY of p1 08-27
+    rows[2][8] = None  # legacy TVL of p2 08-26
+    evaluation = forecasts.score(_panel(rows), _request())
+
+    metrics = evaluation.metrics()
+    assert (metrics["forecast_rows_evaluated_apy"], metrics["forecast_rows_dropped_apy"]) == (3.0, 1.0)
+    assert (metrics["forecast_rows_evaluated_tvl"], metrics["forecast_rows_dropped_tvl"]) == (3.0, 1.0)
+    # APY on p1 08-26, p2 08-26, p2 08-27: legacy errors 0.5, 1, 1; naive 1, 2, 1.
+    assert metrics["forecast_legacy_apy_mae"] == pytest.approx(2.5 / 3)
+    assert metrics["forecast_naive_apy_mae"] == pytest.approx(4 / 3)
+    assert metrics["forecast_naive_apy_wape"] == pytest.approx(4 / 27)
+    # TVL on p1 08-26, p1 08-27, p2 08-27: spark errors 10, 10, 100.
+    assert metrics["forecast_spark_tvl_mae"] == pytest.approx(40.0)
+    assert evaluation.missing == {
+        ("spark", "apy"): 1,
+        ("spark", "tvl"): 0,
+        ("legacy", "apy"): 0,
+        ("legacy", "tvl"): 1,
+        ("naive", "apy"): 0,
+        ("naive", "tvl"): 0,
+    }
+
+
+def test_wape_is_left_out_when_the_actuals_sum_to_zero():
+    rows = [[*r[:3], 0.0, *r[4:]] for r in ROWS]  # every actual APY is 0
+    metrics = forecasts.score(_panel(rows), _request()).metrics()
+    assert "forecast_spark_apy_wape" not in metrics and "forecast_spark_apy_mae" in metrics
+    assert metrics["forecast_spark_tvl_wape"] == pytest.approx(170 / 2400)
+
+
+def test_the_gate_passes_within_tolerance_and_is_only_enforced_when_enabled():
+    assert forecasts.score(_panel(), _request(gate_tolerance=0.5)).gate_pass  # 0.75 x 1.5 = 1.125 >= 1
+    failing = forecasts.score(_panel(), _request(gate_tolerance=0.25))  # 0.75 x 1.25 = 0.9375 < 1
+    assert not failing.gate_pass
+    failing.check(gate_enabled=False)
+    with pytest.raises(RuntimeError, match="forecast gate failed"):
+        failing.check(gate_enabled=True)
+
+
+def test_nothing_to_evaluate_says_which_source_was_missing_and_always_raises():
+    rows = [[*r[:5], None, *r[6:]] for r in ROWS]  # no spark APY at all
+    evaluation = forecasts.score(_panel(rows), _request())
+
+    assert evaluation.empty_targets == ["apy"]
+    assert evaluation.metrics() == {
+        "forecast_holdout_dates": 2.0,
+        "forecast_rows_evaluated_apy": 0.0,
+        "forecast_rows_dropped_apy": 4.0,
+        "forecast_rows_evaluated_tvl": 4.0,
+        "forecast_rows_dropped_tvl": 0.0,
+    }
+    assert evaluation.message().endswith("no rows for APY spark_lgbm_stacked on as-of 2026-08-25, 2026-08-26")
+    with pytest.raises(RuntimeError, match="nothing to evaluate for run r1: no APY row"):
+        evaluation.check(gate_enabled=False)
+    assert "<title>Forecast evaluation: nothing to evaluate</title>" in render_html(evaluation, gate_enabled=False)
+
+
+def test_a_duplicate_key_is_refused():
+    with pytest.raises(RuntimeError, match="1 duplicate \\(pool_id, date\\) keys"):
+        forecasts.score(_panel([*ROWS, ROWS[0]]), _request())
+
+
+def test_the_report_samples_the_pools_with_most_scored_rows_ties_by_id():
+    rows = [list(r) for r in ROWS]
+    rows[0][5] = None  # p1 keeps one scored APY row, p2 two
+    evaluation = forecasts.score(_panel(rows), _request(sample_pools=1))
+    assert sample_pools(evaluation) == ["p2"]
+    assert sample_pools(forecasts.score(_panel(), _request(sample_pools=5))) == ["p1", "p2"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"run_id": " "}, "run_id is empty"),
+        ({"spark_model": "m", "legacy_model": "m"}, "nothing to compare"),
+        ({"history_table": "History"}, "not a plain lower-case SQL identifier"),
+        ({"gate_tolerance": float("nan")}, "gate_tolerance must be a finite number"),
+        ({"sample_pools": -1}, "sample_pools must be >= 0"),
+        ({"as_of_dates": []}, "holdout_as_of is empty"),
+    ],
+)
+def test_requests_are_validated(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _request(**overrides)
+
+
+def test_holdout_dates_are_parsed_sorted_and_distinct():
+    assert forecasts.parse_holdout_dates("2026-08-26, 2026-08-25,2026-08-26") == AS_OF
+    with pytest.raises(ValueError, match=r"non-ISO date .*'26\.08\.2026'"):
+        forecasts.parse_holdout_dates("2026-08-25,26.08.2026")
+    with pytest.raises(ValueError, match="holdout_as_of is empty"):
+        forecasts.parse_holdout_dates(" ")
