@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -149,17 +149,16 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
     from database.synthetic import SyntheticSpec, generate, load
     from legacy.calculate_pool_metrics import run as run_legacy
     from pipelines.local_run import table_fingerprint
-    from spark_src.common import jars
+    from spark_src.common import jars, sql
     from spark_src.common.session import build_session
 
     result = SizeResult(pools, days)
     last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     spec = SyntheticSpec(pools=pools, days=days, start=last_day - dt.timedelta(days=days - 1))
-    with embedded_postgres() as pg:
+    with embedded_postgres() as pg, sql.engine(pg.config) as engine:
         os.environ["DB_PASSWORD"] = pg.password
         os.environ.update(pg.config.env())
         db = pg.config
-        engine = create_engine(db.sqlalchemy_url())
         init_schema(engine)
         print(f"[{pools} x {days}] loading synthetic data ...", flush=True)
         result.history_rows = load(engine, generate(spec))["raw_defillama_pool_history"]
@@ -290,7 +289,6 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
             print(f"[{pools} x {days}] forecast fit + predict ...", flush=True)
             bench_forecast(result, spark, db, engine, reps)
         spark.stop()
-        engine.dispose()
     return result
 
 

@@ -39,10 +39,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extras import execute_values
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
 from spark_src.common.columns import METRIC_COLUMNS, POOL_METRIC_COLUMNS
 from spark_src.common.config import DbConfig
+from spark_src.common.sql import IDENTIFIER, transaction
 
 log = logging.getLogger("legacy.calculate_pool_metrics")
 
@@ -57,8 +58,6 @@ APY_REJECTION_REASONS = ("apy_missing", "apy_not_numeric", "apy_not_finite")
 TVL_NULLED_REASONS = ("tvl_missing", "tvl_not_numeric", "tvl_not_finite", "tvl_negative")
 
 KEY_COLUMNS = ("pool_id", "date")
-
-_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # What both Python's float() and Java's Double.parseDouble read (the Spark job parses with the same pattern):
 # plain decimals with an optional exponent, ASCII digits only. Python-only forms ("1_0", non-ASCII digits) and
@@ -403,7 +402,7 @@ def fetch_gas(conn: Connection, until: dt.date | None) -> pd.DataFrame:
 
 def check_table_name(name: str) -> str:
     """Returns ``name`` if it is a plain lower-case SQL identifier, else raises ValueError."""
-    if not _TABLE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         raise ValueError(f"not a plain lower-case table name: {name!r}")
     return name
 
@@ -493,33 +492,29 @@ def run(
         raise ValueError(f"start {start} is after end {end}")
     read_from = start - dt.timedelta(days=LOOKBACK_DAYS) if start is not None else None
 
-    engine = create_engine(config.sqlalchemy_url())
-    try:
-        # One transaction for the reads and the write: a failed run leaves the target untouched.
-        with engine.begin() as conn:
-            history = fetch_pool_history(conn, read_from, end)
-            ohlcv_eth = fetch_coinmarketcap_closes(conn, "ETH", end)
-            ohlcv_btc = fetch_coinmarketcap_closes(conn, "BTC", end)
-            gas = fetch_gas(conn, end)
+    # One transaction for the reads and the write: a failed run leaves the target untouched.
+    with transaction(config) as conn:
+        history = fetch_pool_history(conn, read_from, end)
+        ohlcv_eth = fetch_coinmarketcap_closes(conn, "ETH", end)
+        ohlcv_btc = fetch_coinmarketcap_closes(conn, "BTC", end)
+        gas = fetch_gas(conn, end)
 
-            daily, counts = select_daily_observations(history, count_from=start)
-            per_pool = []
-            for _, pool_daily in daily.groupby("pool_id", sort=True):
-                per_pool.append(in_date_range(compute_pool_metrics(pool_daily), start, end))
-            if per_pool:
-                metrics = pd.concat(per_pool, ignore_index=True)
-            else:
-                metrics = pd.DataFrame(columns=["pool_id", "date", *POOL_METRIC_COLUMNS])
-                metrics["date"] = pd.to_datetime(metrics["date"])
-            metrics = attach_exogenous(metrics, daily_closes(ohlcv_eth), daily_closes(ohlcv_btc), gas)
+        daily, counts = select_daily_observations(history, count_from=start)
+        per_pool = []
+        for _, pool_daily in daily.groupby("pool_id", sort=True):
+            per_pool.append(in_date_range(compute_pool_metrics(pool_daily), start, end))
+        if per_pool:
+            metrics = pd.concat(per_pool, ignore_index=True)
+        else:
+            metrics = pd.DataFrame(columns=["pool_id", "date", *POOL_METRIC_COLUMNS])
+            metrics["date"] = pd.to_datetime(metrics["date"])
+        metrics = attach_exogenous(metrics, daily_closes(ohlcv_eth), daily_closes(ohlcv_btc), gas)
 
-            pg = conn.connection.driver_connection
-            ensure_target_table(pg, target_table)
-            if replace_range:
-                _delete_range(pg, target_table, start, end)
-            rows_written = write_metrics(pg, metrics, target_table)
-    finally:
-        engine.dispose()
+        pg = conn.connection.driver_connection
+        ensure_target_table(pg, target_table)
+        if replace_range:
+            _delete_range(pg, target_table, start, end)
+        rows_written = write_metrics(pg, metrics, target_table)
 
     return {
         "pools": int(metrics["pool_id"].nunique()),

@@ -41,11 +41,12 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extras import execute_values
 from sklearn.ensemble import RandomForestRegressor
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
 
 from legacy.calculate_pool_metrics import METRIC_COLUMNS, PRODUCTION_TABLE, check_table_name
 from spark_src.common.columns import FEATURE_COLUMNS as _FEATURE_COLUMNS
 from spark_src.common.config import DbConfig
+from spark_src.common.sql import transaction
 
 log = logging.getLogger("legacy.forecast_pools")
 
@@ -513,23 +514,19 @@ def run(
     check_table_name(target_table)
     check_table_name(metrics_table)
     started = time.monotonic()
-    engine = create_engine(config.sqlalchemy_url())
-    try:
-        with engine.begin() as conn:
+    with transaction(config) as conn:
+        if as_of is None:
+            as_of = latest_actuals_date(conn, metrics_table)
             if as_of is None:
-                as_of = latest_actuals_date(conn, metrics_table)
-                if as_of is None:
-                    raise ValueError(f"{metrics_table} has no actual_apy: nothing to forecast from")
-            metrics = fetch_metrics(conn, as_of, train_days, metrics_table)
-            pools = fetch_pools(conn)
+                raise ValueError(f"{metrics_table} has no actual_apy: nothing to forecast from")
+        metrics = fetch_metrics(conn, as_of, train_days, metrics_table)
+        pools = fetch_pools(conn)
 
-        features = feature_frame(build_panel(metrics, pools, as_of, train_days))
-        forecasts, training_info = fit_and_forecast(features, as_of, n_trials, seed)
+    features = feature_frame(build_panel(metrics, pools, as_of, train_days))
+    forecasts, training_info = fit_and_forecast(features, as_of, n_trials, seed)
 
-        with engine.begin() as conn:
-            write_forecasts(conn.connection.driver_connection, forecasts, as_of, target_table, run_id)
-    finally:
-        engine.dispose()
+    with transaction(config) as conn:
+        write_forecasts(conn.connection.driver_connection, forecasts, as_of, target_table, run_id)
 
     return {
         "as_of": as_of.isoformat(),

@@ -30,6 +30,7 @@ from pipelines.settings import (
     PlaceholderSettings,
     load_dotenv,
 )
+from spark_src.common import sql
 from spark_src.common.config import DbConfig
 
 
@@ -262,8 +263,6 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
     """Start a throwaway PostgreSQL, load synthetic data, run the local pipeline (twice by default)."""
     import contextlib
 
-    from sqlalchemy import create_engine
-
     from database.embedded import embedded_postgres
     from database.schema import init_schema
     from database.synthetic import SyntheticSpec, generate, load
@@ -281,8 +280,7 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
             os.environ["DB_PASSWORD"] = pg.password  # resolved by env:DB_PASSWORD in every step
             db = pg.config
             _done(started)
-        engine = create_engine(db.sqlalchemy_url())
-        stack.callback(engine.dispose)
+        engine = stack.enter_context(sql.engine(db))
 
         started = _step(f"creating the schema and loading synthetic data ({pools} pools x {days} days, seed {seed})")
         init_schema(engine)

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
 from database.embedded import EmbeddedPostgres, embedded_postgres
 from database.schema import init_schema
+from spark_src.common import sql
 from spark_src.common.config import DbConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +38,8 @@ def db_config(embedded_pg: EmbeddedPostgres) -> DbConfig:
 
 @pytest.fixture(scope="session")
 def engine(db_config: DbConfig) -> Iterator[Engine]:
-    eng = create_engine(db_config.sqlalchemy_url())
-    yield eng
-    eng.dispose()
+    with sql.engine(db_config) as eng:
+        yield eng
 
 
 @pytest.fixture

@@ -8,22 +8,21 @@ DecimalType(38,18); writes go to UNLOGGED tables in batched multi-row inserts (s
 from __future__ import annotations
 
 import logging
-import re
 
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_src.common.config import DbConfig
+from spark_src.common.sql import IDENTIFIER
 
 log = logging.getLogger(__name__)
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DRIVER = "org.postgresql.Driver"
 
 
 def check_identifier(name: str) -> str:
     """Table names are built into SQL text: allow only plain lower-case identifiers."""
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"not a valid table name (expected {_IDENTIFIER.pattern}): {name!r}")
+    if not IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a valid table name (expected {IDENTIFIER.pattern}): {name!r}")
     return name
 
 
