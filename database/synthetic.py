@@ -435,6 +435,43 @@ def _presence(
     return present, start_day, np.array(with_run, dtype=int), (midnight_pool, midnight_day)
 
 
+def _assign_bad_values(picked: np.ndarray, per_kind: int) -> tuple[dict[int, str], dict[int, str]]:
+    """{row: kind} of the bad APY and bad TVL values: ``per_kind`` consecutive rows of ``picked`` per kind."""
+    bad_apy: dict[int, str] = {}
+    bad_tvl: dict[int, str] = {}
+    cursor = 0
+    for kinds, target in ((BAD_APY_KINDS, bad_apy), (BAD_TVL_KINDS, bad_tvl)):
+        for kind in kinds:
+            for row in picked[cursor : cursor + per_kind]:
+                target[int(row)] = kind
+            cursor += per_kind
+    return bad_apy, bad_tvl
+
+
+def _raw_document(
+    apy_value: float, tvl_value: float, apy_problem: str | None, tvl_problem: str | None, rewarded: bool, reward: float
+) -> dict:
+    """One DeFiLlama JSON document, with its planted problems (None: a good value)."""
+    doc: dict = {}
+    if apy_problem is None:
+        doc["apy"] = apy_value
+    elif apy_problem != "missing":
+        doc["apy"] = _BAD_APY_VALUES[apy_problem]
+    if tvl_problem is None:
+        doc["tvlUsd"] = tvl_value
+    elif tvl_problem == "negative":
+        doc["tvlUsd"] = -tvl_value
+    elif tvl_problem == "nan":
+        doc["tvlUsd"] = "NaN"
+    if apy_problem is not None:
+        doc["apyBase"], doc["apyReward"] = None, None
+    elif rewarded:
+        doc["apyBase"], doc["apyReward"] = round(apy_value - reward, 5), reward
+    else:
+        doc["apyBase"], doc["apyReward"] = apy_value, None
+    return doc
+
+
 def _history_rows(
     rng: np.random.Generator,
     spec: SyntheticSpec,
@@ -483,43 +520,17 @@ def _history_rows(
     eligible = np.flatnonzero(is_primary & ~is_midnight[obs])
     picked = rng.permutation(eligible)
     per_kind = max(1, round(BAD_VALUE_RATE * n_rows))
-    bad_apy: dict[int, str] = {}
-    bad_tvl: dict[int, str] = {}
-    cursor = 0
-    for kinds, target in ((BAD_APY_KINDS, bad_apy), (BAD_TVL_KINDS, bad_tvl)):
-        for kind in kinds:
-            for row in picked[cursor : cursor + per_kind]:
-                target[int(row)] = kind
-            cursor += per_kind
+    bad_apy, bad_tvl = _assign_bad_values(picked, per_kind)
 
     day_ms = np.int64(pd.Timestamp(spec.start, tz="UTC").value // 1_000_000) + day_of[obs].astype(np.int64) * MS_PER_DAY
     ts_ms = day_ms + offset_ms
     apy_list = np.round(apy_row, 5).tolist()
     tvl_list = np.round(tvl_row, 2).tolist()
     reward_list = np.round(apy_row * reward_share, 5).tolist()
-    raw: list[dict] = []
-    for row in range(n_rows):
-        apy_value, tvl_value = apy_list[row], tvl_list[row]
-        doc: dict = {}
-        apy_problem = bad_apy.get(row)
-        if apy_problem is None:
-            doc["apy"] = apy_value
-        elif apy_problem != "missing":
-            doc["apy"] = _BAD_APY_VALUES[apy_problem]
-        tvl_problem = bad_tvl.get(row)
-        if tvl_problem is None:
-            doc["tvlUsd"] = tvl_value
-        elif tvl_problem == "negative":
-            doc["tvlUsd"] = -tvl_value
-        elif tvl_problem == "nan":
-            doc["tvlUsd"] = "NaN"
-        if apy_problem is not None:
-            doc["apyBase"], doc["apyReward"] = None, None
-        elif rewarded[row]:
-            doc["apyBase"], doc["apyReward"] = round(apy_value - reward_list[row], 5), reward_list[row]
-        else:
-            doc["apyBase"], doc["apyReward"] = apy_value, None
-        raw.append(doc)
+    raw = [
+        _raw_document(apy_list[row], tvl_list[row], bad_apy.get(row), bad_tvl.get(row), rewarded[row], reward_list[row])
+        for row in range(n_rows)
+    ]
 
     # Rows in ingestion order (time, then pool); the id column will follow it.
     order = np.lexsort((pool_of[obs], ts_ms))

@@ -72,20 +72,9 @@ def _close(a, b) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
-    data = generate(SyntheticSpec(pools=8, days=50, seed=11))
-    load(db, data)
-    with db.begin() as conn:
-        # A forecast already in the table must survive the metrics promotion.
-        conn.execute(
-            text(
-                "INSERT INTO pool_daily_metrics (pool_id, date, forecasted_apy) "
-                "SELECT pool_id, DATE '2026-06-05', 4.2 FROM pools WHERE is_active ORDER BY pool_id LIMIT 1"
-            )
-        )
-
-    first = run_local(db_config, legacy_n_trials=3)
-
+def _assert_metrics_match_the_oracle(db) -> list:
+    """pool_daily_metrics equals the SQL oracle cell by cell; the planted forecast survived; no staging is left.
+    Returns the oracle's rows."""
     with db.connect() as conn:
         expected = conn.execute(text(ORACLE_SQL), {"number": NUMBER}).mappings().all()
         actual = (
@@ -116,6 +105,24 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     assert mismatches == []
     assert (4.2, True) in forecast  # the forecast survived and the day's actuals were filled in
     assert leftover_staging == 0
+    return expected
+
+
+def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
+    data = generate(SyntheticSpec(pools=8, days=50, seed=11))
+    load(db, data)
+    with db.begin() as conn:
+        # A forecast already in the table must survive the metrics promotion.
+        conn.execute(
+            text(
+                "INSERT INTO pool_daily_metrics (pool_id, date, forecasted_apy) "
+                "SELECT pool_id, DATE '2026-06-05', 4.2 FROM pools WHERE is_active ORDER BY pool_id LIMIT 1"
+            )
+        )
+
+    first = run_local(db_config, legacy_n_trials=3)
+
+    expected = _assert_metrics_match_the_oracle(db)
 
     staging = first.metadata("staging")
     promoted = first.promotion("metrics_staging_table", "pool_daily_metrics").metadata
