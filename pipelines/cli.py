@@ -309,7 +309,7 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
 
 def _register_gcp_commands() -> None:
     from pipelines.deploy import gcp_settings_command, package_command, stage_command
-    from pipelines.vertex import compare_command, publish_command, schedule_command, submit_command
+    from pipelines.vertex.commands import compare_command, publish_command, schedule_command, submit_command
 
     for command in (
         submit_command,

@@ -23,10 +23,10 @@ from click.testing import CliRunner
 from google.auth.credentials import AnonymousCredentials
 from google.protobuf import json_format
 
-from pipelines import vertex
 from pipelines.cli import compile_pipelines
 from pipelines.runtime_profiles import DEFAULT_PROFILE, PROFILES, ProfileError, RuntimeProfile, check_profile
 from pipelines.settings import GcpSettings
+from pipelines.vertex import commands, compare, jobs, templates
 from spark_src.common.config import secret_access_request, validate_secret_ref
 from spark_src.common.jars import JDBC_DRIVER, SYNAPSEML_LIGHTGBM
 
@@ -216,7 +216,7 @@ def test_both_variants_parse_into_the_pipeline_spec_proto(compiled):
 
 # --- the PipelineJob ------------------------------------------------------------------------------------------
 def test_pipeline_job_carries_root_parameters_and_labels(compiled, offline_aiplatform):
-    job = vertex.build_pipeline_job(SETTINGS, compiled["vertex"], {"train_days": "30", "start": "2026-06-01"})
+    job = jobs.build_pipeline_job(SETTINGS, compiled["vertex"], {"train_days": "30", "start": "2026-06-01"})
 
     resource = job._gca_resource
     assert resource.runtime_config.gcs_output_directory == SETTINGS.pipeline_root
@@ -245,7 +245,7 @@ def test_pipeline_job_from_a_registry_template_links_it(compiled, offline_aiplat
 
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
     uri = f"{SETTINGS.template_host}/defi-pool-metrics-vertex/sha256:{'0' * 64}"
-    job = vertex.build_pipeline_job(SETTINGS, uri, {}, credentials=Credentials(token="test-token"))
+    job = jobs.build_pipeline_job(SETTINGS, uri, {}, credentials=Credentials(token="test-token"))
 
     assert job._gca_resource.template_uri == uri
     assert uri.startswith(f"https://{SETTINGS.gcp_region}-kfp.pkg.dev/{SETTINGS.gcp_project}/")
@@ -260,15 +260,15 @@ def test_schedule_by_tag_reads_the_published_template(compiled, vertex_spec, mon
         "urllib.request.urlopen", lambda request, *a, **k: mock.Mock(read=compiled["vertex"].read_bytes)
     )
     # The registry names the package after the pipeline: the tag URI must point at what publish uploads.
-    assert vertex.template_uri(SETTINGS, "abc1234") == (
+    assert templates.template_uri(SETTINGS, "abc1234") == (
         f"{SETTINGS.template_host}/{vertex_spec['pipelineInfo']['name']}/abc1234"
     )
     runner = CliRunner()
-    result = runner.invoke(vertex.schedule_command, ["--tag", "abc1234", "--dry-run"])
+    result = runner.invoke(commands.schedule_command, ["--tag", "abc1234", "--dry-run"])
     assert result.exit_code == 0, result.output
     sent = json.loads(result.output)["request"]["schedule"]["createPipelineJobRequest"]["pipelineJob"]
-    assert sent["templateUri"] == vertex.template_uri(SETTINGS, "abc1234")
-    both = runner.invoke(vertex.schedule_command, ["--tag", "abc1234", "--template", "x.yaml", "--dry-run"])
+    assert sent["templateUri"] == templates.template_uri(SETTINGS, "abc1234")
+    both = runner.invoke(commands.schedule_command, ["--tag", "abc1234", "--template", "x.yaml", "--dry-run"])
     assert both.exit_code != 0 and "not both" in both.output
 
 
@@ -283,22 +283,22 @@ def test_schedule_by_tag_reads_the_published_template(compiled, vertex_spec, mon
 )
 def test_parameters_carrying_a_credential_are_refused(compiled, offline_aiplatform, params, secret):
     with pytest.raises(ValueError) as refused:
-        vertex.build_pipeline_job(SETTINGS, compiled["vertex"], params)
+        jobs.build_pipeline_job(SETTINGS, compiled["vertex"], params)
     if secret:
         assert secret not in str(refused.value)
 
 
 def test_unknown_or_mistyped_parameters_are_refused(compiled, offline_aiplatform):
     with pytest.raises(ValueError, match="no parameter 'password'"):
-        vertex.build_pipeline_job(SETTINGS, compiled["vertex"], {"password": "x"})
+        jobs.build_pipeline_job(SETTINGS, compiled["vertex"], {"password": "x"})
     with pytest.raises(ValueError, match="train_days"):
-        vertex.build_pipeline_job(SETTINGS, compiled["vertex"], {"train_days": "sixty"})
+        jobs.build_pipeline_job(SETTINGS, compiled["vertex"], {"train_days": "sixty"})
 
 
 def test_a_template_compiled_for_another_project_is_refused(compiled, offline_aiplatform):
     elsewhere = dataclasses.replace(SETTINGS, gcp_project="another-project")
     with pytest.raises(ValueError, match="another-project"):
-        vertex.build_pipeline_job(elsewhere, compiled["vertex"], {})
+        jobs.build_pipeline_job(elsewhere, compiled["vertex"], {})
 
 
 def test_submit_sends_service_account_network_and_no_password(compiled, offline_aiplatform, monkeypatch):
@@ -328,7 +328,7 @@ def test_submit_sends_service_account_network_and_no_password(compiled, offline_
     monkeypatch.setattr(aiplatform.PipelineJob, "_validate_experiment", validate, raising=False)
     monkeypatch.setattr(aiplatform.PipelineJob, "_associate_to_experiment", associate, raising=False)
 
-    job = vertex.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT)
+    job = jobs.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT)
 
     request = sent["request"]
     assert request.parent == f"projects/{SETTINGS.gcp_project}/locations/{SETTINGS.gcp_region}"
@@ -346,7 +346,7 @@ def test_submit_sends_service_account_network_and_no_password(compiled, offline_
     validate_secret_ref(compiled_inputs["password_secret"]["defaultValue"])  # the default the run uses
 
     # The dry run shows what is sent: same request but for the job id (a timestamp).
-    dry = vertex.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT, dry_run=True)
+    dry = jobs.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT, dry_run=True)
     dry.pipeline_job_id = request.pipeline_job_id
     assert dry == request
 
@@ -381,7 +381,7 @@ def test_schedule_sends_cron_one_run_at_a_time_and_the_experiment(compiled, offl
 
     monkeypatch.setattr(ScheduleServiceClient, "create_schedule", create_schedule)
 
-    created = vertex.schedule(SETTINGS, compiled["vertex"], {}, vertex.DEFAULT_CRON, "defi-daily", EXPERIMENT)
+    created = jobs.schedule(SETTINGS, compiled["vertex"], {}, jobs.DEFAULT_CRON, "defi-daily", EXPERIMENT)
 
     schedule = sent["schedule"]
     assert schedule.cron == "TZ=UTC 0 6 * * *"
@@ -398,7 +398,7 @@ def test_schedule_sends_cron_one_run_at_a_time_and_the_experiment(compiled, offl
     # The earlier schedule of the same name is replaced, the new one kept.
     assert (listed["filter"], deleted) == ('display_name="defi-daily"', ["111"])
 
-    dry = vertex.schedule(SETTINGS, compiled["vertex"], {}, vertex.DEFAULT_CRON, "defi-daily", EXPERIMENT, dry_run=True)
+    dry = jobs.schedule(SETTINGS, compiled["vertex"], {}, jobs.DEFAULT_CRON, "defi-daily", EXPERIMENT, dry_run=True)
     assert dry.parent == sent["parent"]
     assert dry.schedule == schedule
 
@@ -415,14 +415,14 @@ def test_publish_uploads_with_the_code_version_and_latest(compiled, monkeypatch)
         return mock.Mock(text=f"defi-pool-metrics-vertex/sha256:{'a' * 64}", raise_for_status=lambda: None)
 
     monkeypatch.setattr("kfp.registry.registry_client.requests.post", post)
-    uri = vertex.publish(SETTINGS, compiled["vertex"], auth=ApiAuth("test-token"))
+    uri = jobs.publish(SETTINGS, compiled["vertex"], auth=ApiAuth("test-token"))
 
     assert calls == [
         {"url": SETTINGS.template_host, "data": {"tags": "abc1234,latest"}, "file": str(compiled["vertex"])}
     ]
     assert uri == f"{SETTINGS.template_host}/defi-pool-metrics-vertex/sha256:{'a' * 64}"
     with pytest.raises(ValueError, match=r"database_url|password_secret"):  # local variant: "", env:DB_PASSWORD
-        vertex.publish(SETTINGS, compiled["local"], auth=ApiAuth("test-token"))
+        jobs.publish(SETTINGS, compiled["local"], auth=ApiAuth("test-token"))
     assert len(calls) == 1
 
 
@@ -550,11 +550,11 @@ def test_the_default_profile_runs_the_installed_spark_line():
 def test_the_password_appears_nowhere(compiled, offline_aiplatform, settings_env, monkeypatch, caplog, capsys):
     monkeypatch.setenv("DB_PASSWORD", TEST_PASSWORD)
     caplog.set_level(logging.DEBUG)
-    vertex.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT, dry_run=True)
-    vertex.schedule(SETTINGS, compiled["vertex"], {}, vertex.DEFAULT_CRON, "defi-daily", EXPERIMENT, dry_run=True)
+    jobs.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT, dry_run=True)
+    jobs.schedule(SETTINGS, compiled["vertex"], {}, jobs.DEFAULT_CRON, "defi-daily", EXPERIMENT, dry_run=True)
     runner = CliRunner()
     outputs = []
-    for command in (vertex.submit_command, vertex.schedule_command):
+    for command in (commands.submit_command, commands.schedule_command):
         result = runner.invoke(command, ["--template", str(compiled["vertex"]), "--dry-run"])
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
@@ -624,7 +624,7 @@ def test_compare_local_builds_one_row_per_run(tmp_path):
     # A run that failed before any metric: left out.
     _write_run(runs, "20261122T060000", {"make-run-context": {"parameterValues": {"run_id": "3333333"}}})
 
-    table = vertex.local_runs_table(runs)
+    table = compare.local_runs_table(runs)
 
     assert list(table["run_id"]) == ["1111111", "2222222"]
     assert list(table["date"]) == [pd.Timestamp("2026-11-20T06:00:00Z"), pd.Timestamp("2026-11-21T06:00:00Z")]
@@ -637,7 +637,7 @@ def test_compare_local_builds_one_row_per_run(tmp_path):
     assert not any(c.startswith("metric.") and "spark_apy_mae" == c[7:] for c in table.columns)  # not a metric
 
     csv = tmp_path / "runs.csv"
-    result = CliRunner().invoke(vertex.compare_command, ["--local", "--runs-dir", str(runs), "--csv", str(csv)])
+    result = CliRunner().invoke(commands.compare_command, ["--local", "--runs-dir", str(runs), "--csv", str(csv)])
     assert result.exit_code == 0, result.output
     assert "1111111" in result.output and "2222222" in result.output and "3333333" not in result.output
     assert len(pd.read_csv(csv)) == 2
