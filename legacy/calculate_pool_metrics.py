@@ -7,18 +7,8 @@ one row of ``pool_daily_metrics`` per pool and day, and upserts the metric colum
     python -m legacy.calculate_pool_metrics --start 2026-05-01 --end 2026-06-01 \\
         --target-table pool_daily_metrics_legacy
 
-Semantics, shared with ``spark_src.pool_metrics`` (the parity check compares the two cell by cell):
-
-- day = UTC calendar date of the observation's ``timestamp``; of several observations of a pool on one day the
-  latest is kept (tie on the timestamp: the highest history ``id``), and only then validated;
-- a kept row whose apy is missing, not numeric or not finite is rejected (the pool has no row that day); a tvl
-  that is missing, not numeric, not finite or negative becomes NULL (the row is kept); both counted by reason;
-- ``rolling_apy_{7,30}d`` / ``stddev_apy_{7,30}d``: mean / sample stddev (ddof=1) of the pool's surviving apy
-  over the calendar days [d-6, d] / [d-29, d]; stddev NULL with fewer than two values;
-- ``apy_delta_today_yesterday`` and ``stddev_apy_{7,30}d_delta``: against day d-1, NULL when the pool has no
-  row on d-1 (or a stddev is NULL);
-- ``eth_open``/``btc_open``: close of the latest CMC date strictly before d; ``gas_price_gwei``: latest gas
-  date <= d; NULL when there is none.
+The metric semantics, shared with ``spark_src.pool_metrics`` (the parity gate compares the two cell by cell),
+are written once, in README.md, section "Metric semantics".
 """
 
 from __future__ import annotations

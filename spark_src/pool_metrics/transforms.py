@@ -1,13 +1,7 @@
 """Pure DataFrame transforms of the pool-metrics job (no I/O): tested on small DataFrames.
 
-Semantics (the legacy pandas job implements the same, and the parity gate compares them):
-- day = UTC calendar date of the observation; of several observations of a pool on one day the latest
-  (then the highest history id) is kept, then validated;
-- a kept row whose apy is missing, not numeric or not finite is rejected (counted by reason); a tvl that is
-  missing, not numeric, not finite or negative becomes NULL (counted by reason);
-- rolling mean / sample stddev of apy over the calendar windows [d-6, d] and [d-29, d];
-- deltas against day d-1 only when the pool has day d-1;
-- eth_open/btc_open = close on the latest CMC date strictly before d; gas = latest gas date <= d.
+The metric semantics are written once, in README.md, section "Metric semantics"; the legacy pandas job
+implements the same rules, and the parity gate compares the two cell by cell.
 """
 
 from __future__ import annotations
