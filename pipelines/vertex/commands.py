@@ -91,9 +91,13 @@ def submit_command(
         values = parameters.parse_pairs(params)
         parameters.refuse_reserved(values, {"experiment": "--experiment"})
         result = submit(
-            settings, template, values, experiment, dry_run=dry_run,
+            settings,
+            template,
+            values,
+            experiment,
+            dry_run=dry_run,
             credentials=_dry_run_credentials(dry_run, template),
-        )  # fmt: skip
+        )
     except ValueError as err:
         raise _fail(err) from None
     if dry_run:
@@ -123,9 +127,15 @@ def schedule_command(
         values = parameters.parse_pairs(params)
         parameters.refuse_reserved(values, {"experiment": "--experiment"})
         result = schedule(
-            settings, template, values, cron, display_name, experiment, dry_run=dry_run,
+            settings,
+            template,
+            values,
+            cron,
+            display_name,
+            experiment,
+            dry_run=dry_run,
             credentials=_dry_run_credentials(dry_run, template),
-        )  # fmt: skip
+        )
     except ValueError as err:
         raise _fail(err) from None
     if dry_run:
