@@ -29,14 +29,13 @@ import time
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
-from sqlalchemy import create_engine
 
 from database.embedded import embedded_postgres
 from database.schema import init_schema
 from database.synthetic import SyntheticSpec, generate, load
 from legacy import forecast_pools as legacy
 from legacy.calculate_pool_metrics import run as run_legacy_metrics
-from spark_src.common import jars
+from spark_src.common import jars, sql
 from spark_src.common.jdbc import read_query
 from spark_src.common.session import build_session
 from spark_src.forecast import model as M
@@ -62,16 +61,15 @@ def bootstrap_ratio(model_err: np.ndarray, naive_err: np.ndarray, n: int, seed: 
 
 
 def measure_world(spark, pg, spec: SyntheticSpec, args: argparse.Namespace) -> dict:
-    engine = create_engine(pg.config.sqlalchemy_url())
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    init_schema(engine)
-    load(engine, generate(spec))
-    run_legacy_metrics(pg.config, target_table="pool_daily_metrics")
-    with engine.connect() as conn:
-        metrics_pd = pd.read_sql("SELECT * FROM pool_daily_metrics", conn)
-        pools_pd = pd.read_sql("SELECT * FROM pools", conn)
-    engine.dispose()
+    with sql.engine(pg.config) as engine:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        init_schema(engine)
+        load(engine, generate(spec))
+        run_legacy_metrics(pg.config, target_table="pool_daily_metrics")
+        with engine.connect() as conn:
+            metrics_pd = pd.read_sql("SELECT * FROM pool_daily_metrics", conn)
+            pools_pd = pd.read_sql("SELECT * FROM pools", conn)
 
     metrics = read_query(spark, pg.config, "SELECT * FROM pool_daily_metrics WHERE actual_apy IS NOT NULL").cache()
     pools = read_query(spark, pg.config, "SELECT pool_id, pool_group, is_active, is_filtered_out FROM pools").cache()

@@ -39,17 +39,12 @@ def resolve_run_range(
     """
     from collections import namedtuple
 
-    from sqlalchemy import create_engine
-
     from spark_src.common.config import DbConfig
+    from spark_src.common.sql import connect
     from spark_src.pool_metrics import run_range as rr
 
-    engine = create_engine(DbConfig.from_url(database_url, password_secret).sqlalchemy_url())
-    try:
-        with engine.connect() as conn:
-            bounds = rr.fetch_bounds(conn)
-    finally:
-        engine.dispose()
+    with connect(DbConfig.from_url(database_url, password_secret)) as conn:
+        bounds = rr.fetch_bounds(conn)
     resolved = rr.resolve(mode, start, end, late_days, bounds)
     run_range.metadata.update(
         {**resolved.as_dict(), "late_days": late_days, **{k: str(v) for k, v in bounds.__dict__.items()}}

@@ -295,6 +295,28 @@ def _ar1(rng: np.random.Generator, rows: int, days: int, phi: float, sd: float) 
     return out
 
 
+def _incentive_programmes(
+    rng: np.random.Generator, level: np.ndarray, start_day: np.ndarray, days: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ``hard`` world's incentive programmes: (reward APY, TVL drain after each programme, programmes)."""
+    n = len(level)
+    incentive = np.zeros((n, days))
+    drain = np.zeros((n, days))
+    programmes = 0
+    for p in np.flatnonzero(rng.random(n) < INCENTIVE_SHARE):
+        for _ in range(int(rng.integers(1, 3))):
+            first = int(rng.integers(start_day[p], days))
+            length = int(rng.integers(7, 41))
+            last = min(first + length, days)
+            reward = level[p] * rng.uniform(0.5, 3.0)
+            decay = rng.uniform(0.0, 1.5) / length
+            incentive[p, first:last] += reward * np.exp(-decay * np.arange(last - first))
+            drain_days = int(rng.integers(3, 11))
+            drain[p, last : last + drain_days] -= rng.uniform(0.03, 0.12)
+            programmes += 1
+    return incentive, drain, programmes
+
+
 def _apy_tvl_hard(
     rng: np.random.Generator, group_idx: np.ndarray, eth_log_ret: np.ndarray, start_day: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
@@ -332,20 +354,7 @@ def _apy_tvl_hard(
         lagged[p] = np.concatenate([np.full(lag[p], shifted[0]), shifted[: days - lag[p]]])
     target = level[:, None] * np.exp(lagged)
 
-    incentive = np.zeros((n, days))
-    drain = np.zeros((n, days))
-    programmes = 0
-    for p in np.flatnonzero(rng.random(n) < INCENTIVE_SHARE):
-        for _ in range(int(rng.integers(1, 3))):
-            first = int(rng.integers(start_day[p], days))
-            length = int(rng.integers(7, 41))
-            last = min(first + length, days)
-            reward = level[p] * rng.uniform(0.5, 3.0)
-            decay = rng.uniform(0.0, 1.5) / length
-            incentive[p, first:last] += reward * np.exp(-decay * np.arange(last - first))
-            drain_days = int(rng.integers(3, 11))
-            drain[p, last : last + drain_days] -= rng.uniform(0.03, 0.12)
-            programmes += 1
+    incentive, drain, programmes = _incentive_programmes(rng, level, start_day, days)
     launches = np.flatnonzero(start_day > 0)
     launch = np.zeros((n, days))
     for p in launches:

@@ -96,12 +96,8 @@ def _parse(name: str, text: str, kind: str) -> Any:
     return text
 
 
-def validate(values: Mapping[str, Any]) -> None:
-    """Checks the dates (ISO ``YYYY-MM-DD`` or empty, ``start <= end``) and the ranges of numeric parameters.
-
-    Raises:
-        ParameterError: the first value that cannot be right, named with what is expected.
-    """
+def _dates(values: Mapping[str, Any]) -> dict[str, dt.date]:
+    """The date parameters that are set, parsed; a ParameterError for one that is not ``YYYY-MM-DD``."""
     dates = {}
     for name in _DATES:
         value = values.get(name)
@@ -113,6 +109,16 @@ def validate(values: Mapping[str, Any]) -> None:
             dates[name] = dt.date.fromisoformat(value)
         except ValueError:
             raise ParameterError(f"{name} must be a date YYYY-MM-DD (or empty), got {value!r}") from None
+    return dates
+
+
+def validate(values: Mapping[str, Any]) -> None:
+    """Checks the dates (ISO ``YYYY-MM-DD`` or empty, ``start <= end``) and the ranges of numeric parameters.
+
+    Raises:
+        ParameterError: the first value that cannot be right, named with what is expected.
+    """
+    dates = _dates(values)
     if "start" in dates and "end" in dates and dates["start"] > dates["end"]:
         raise ParameterError(f"start {dates['start']} is after end {dates['end']}")
     mode = values.get("mode")

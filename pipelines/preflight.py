@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from spark_src.common import sql
 from spark_src.common.config import DbConfig
 
 # The tables a run reads or writes (database/schema.sql); the raw ones are filled upstream.
@@ -34,12 +35,11 @@ def check_database(db: DbConfig, required_tables: Sequence[str] = REQUIRED_TABLE
         ConfigError: the password's secret reference cannot be resolved (e.g. ``DB_PASSWORD`` unset).
         DatabaseUnreachable: no connection within ``timeout_seconds``, login refused, or tables missing.
     """
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    engine = create_engine(db.sqlalchemy_url(), connect_args={"connect_timeout": timeout_seconds})
     try:
-        with engine.connect() as conn:
+        with sql.engine(db, connect_args={"connect_timeout": timeout_seconds}) as engine, engine.connect() as conn:
             missing = [
                 table
                 for table in required_tables
@@ -51,8 +51,6 @@ def check_database(db: DbConfig, required_tables: Sequence[str] = REQUIRED_TABLE
             _first_line(err.orig if err.orig is not None else err),
             "check that the server is up and DB_URL (or DB_HOST/DB_PORT/DB_NAME/DB_USER) and DB_PASSWORD are right",
         ) from None
-    finally:
-        engine.dispose()
     if missing:
         raise DatabaseUnreachable(
             db.url,

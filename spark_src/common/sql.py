@@ -33,11 +33,12 @@ def check_identifiers(*names: str) -> None:
 
 
 @contextmanager
-def engine(db: DbConfig) -> Iterator[Engine]:
-    """A SQLAlchemy engine for ``db``, disposed of (its pooled connections closed) on exit."""
+def engine(db: DbConfig, **options) -> Iterator[Engine]:
+    """A SQLAlchemy engine for ``db`` (``options`` go to ``create_engine``), disposed of (its pooled connections
+    closed) on exit."""
     from sqlalchemy import create_engine
 
-    created = create_engine(db.sqlalchemy_url())
+    created = create_engine(db.sqlalchemy_url(), **options)
     try:
         yield created
     finally:
