@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,7 +164,22 @@ def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> Non
             )
     if fingerprint:
         click.echo(f"pool_daily_metrics: {fingerprint[0]} rows, md5 {fingerprint[1]}")
-    click.echo(f"run outputs: {run.run_dir}")
+    click.echo(f"run folder: {run.root}")
+
+
+def _print_paths(run: LocalRun) -> None:
+    """The files a person opens after a run, as absolute paths: the last lines a run prints."""
+    paths = {"run log": run.root / lr.RUN_LOG}
+    reports = run.reports()
+    for name, label in (("parity.md", "parity report"), ("forecast_report.html", "forecast report")):
+        if name in reports:
+            paths[label] = reports[name]
+    forecast = run.find("forecasts")
+    model = forecast and run.sibling(forecast, "model")
+    if model:
+        paths["model"] = Path(model.uri)
+    for label, path in paths.items():
+        click.echo(f"{label + ':':<17}{path.resolve()}")
 
 
 @cli.command("lineage")
@@ -246,6 +262,7 @@ def run_local_command(database_url: str | None, password_secret: str | None, **o
     run = run_local(db, **values)
     _done(started)
     _print_run(run)
+    _print_paths(run)
 
 
 @cli.command("demo")
@@ -276,7 +293,11 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
             check_database(db, required_tables=())  # empty: the demo creates the schema
         else:
             started = _step("starting the embedded PostgreSQL (pgserver binaries, 127.0.0.1, free port)")
-            pg = stack.enter_context(embedded_postgres(root=LOCAL_DIR / "postgres"))
+            with warnings.catch_warnings():
+                # pgserver asks platformdirs for a runtime folder; without XDG_RUNTIME_DIR (root in a container)
+                # it uses /tmp/runtime-<uid>, which is what we want anyway.
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+                pg = stack.enter_context(embedded_postgres(root=LOCAL_DIR / "postgres"))
             os.environ["DB_PASSWORD"] = pg.password  # resolved by env:DB_PASSWORD in every step
             db = pg.config
             _done(started)
@@ -286,7 +307,10 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
         init_schema(engine)
         data = generate(SyntheticSpec(pools=pools, days=days, seed=seed))
         loaded = load(engine, data)
-        click.echo(f"loaded {json.dumps(loaded)}; planted imperfections {json.dumps(data.stats)}")
+        click.echo("loaded " + ", ".join(f"{count} {table}" for table, count in loaded.items()))
+        planted = {key: value for key, value in data.stats.items() if key not in loaded and value}
+        kinds = ", ".join(f"{key} {value}" for key, value in planted.items())
+        click.echo(f"planted imperfections (database/synthetic.py): {kinds}")
         _done(started)
 
         fingerprints = []
@@ -302,9 +326,8 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
             click.secho(f"pool_daily_metrics identical across runs: {same}", fg="green" if same else "red", bold=True)
             if not same:
                 raise SystemExit(1)
-        click.echo("lineage of the last run (also: python -m pipelines.cli lineage):")
-        for item in run_result.lineage():
-            click.echo(f"  {item['uri']}")
+        click.echo("tables and model of the last run: defi-pipeline lineage")
+        _print_paths(run_result)
 
 
 def _register_gcp_commands() -> None:

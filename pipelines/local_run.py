@@ -7,15 +7,26 @@ import hashlib
 import json
 import re
 import secrets
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy import Engine, text
 
 from pipelines.settings import LOCAL_DIR
 from spark_src.common.config import DbConfig
 
+if TYPE_CHECKING:
+    from pipelines.run_log import TaskResult
+
 RUNS_DIR = LOCAL_DIR / "runs"
+RUN_LOG = "run.log"
+# Report artifacts are files named after the output ("report"): copied beside run.log under a name a browser or
+# an editor opens, found by the component that writes them (a failed task leaves its report, but no outputs).
+REPORTS = {"comp-evaluate-metrics-parity": "parity.md", "comp-evaluate-forecasts": "forecast_report.html"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # kfp.local's failure message names the failed task (colour codes around the quoted name).
 _FAILED_TASK = re.compile(r"Inner task failed: (?:\x1b\[[0-9;]*m)?'([^']+)'")
 
@@ -118,6 +129,27 @@ class LocalRun:
             if (o.name == "dataset" and "role" in o.metadata) or (o.name == "model" and "model_card" in o.metadata)
         ]
 
+    @property
+    def root(self) -> Path:
+        """The run's own folder under ``.local/runs/`` (``run.log``, ``parity.md``, ``forecast_report.html``);
+        kfp.local's folder of the pipeline run, with a folder per task, is inside it."""
+        return self.run_dir if (self.run_dir / RUN_LOG).exists() else self.run_dir.parent
+
+    def reports(self) -> dict[str, Path]:
+        """The reports copied beside ``run.log`` under readable names (those the run wrote)."""
+        from pipelines.pool_pipeline import pool_pipeline
+
+        found = {}
+        for task, spec in pool_pipeline.pipeline_spec.root.dag.tasks.items():
+            name = REPORTS.get(spec.component_ref.name)
+            source = self.file(task, "report") if name else None
+            if source is not None:
+                target = self.root / name
+                if not target.exists():
+                    shutil.copyfile(source, target)
+                found[name] = target
+        return found
+
     def file(self, task: str, name: str) -> Path | None:
         """Local path of a file artifact (e.g. a Markdown report), also of a task that failed."""
         task_dir = self.run_dir / task
@@ -125,16 +157,22 @@ class LocalRun:
 
 
 class LocalRunFailed(RuntimeError):
-    """A local run that failed; ``next_step`` says where to read why (the failed task's report, if it left one)."""
+    """A local run that failed: the failed task with its own last error line, and the files to read."""
 
-    def __init__(self, run: LocalRun, cause: BaseException):
-        super().__init__(f"the local pipeline run failed: {cause}")
+    def __init__(self, run: LocalRun, cause: BaseException, failed: TaskResult | None = None):
+        if failed is not None:
+            what = f"the local run failed in task '{failed.display_name}' after {failed.seconds:.0f} s"
+            what += f": {failed.error_line}" if failed.error_line else ""
+        else:
+            what = f"the local pipeline run failed: {_ANSI.sub('', str(cause))}"
+        super().__init__(what)
         self.run = run
+        self.failed = failed
         match = _FAILED_TASK.search(str(cause))
         # The compiled name of the task that failed, as kfp.local reports it (None if it names none).
         self.failed_task = match.group(1) if match else None
-        report = run.file(self.failed_task, "report") if self.failed_task else None
-        self.next_step = f"read the report {report}" if report else f"look into {run.run_dir}"
+        reads = [str(path) for path in (run.root / RUN_LOG, *run.reports().values()) if path.exists()]
+        self.next_step = f"read {', '.join(reads)}" if reads else f"look into {run.run_dir}"
 
 
 class NoLocalRun(FileNotFoundError):
@@ -148,35 +186,44 @@ def run_local(
     end: str = "",
     compare_with_legacy: bool = True,
     runs_dir: Path = RUNS_DIR,
+    out: TextIO | None = None,
     **pipeline_params,
 ) -> LocalRun:
     """Runs the local variant of the pipeline against ``db``; each run gets its own pipeline-root folder.
 
-    ``pipeline_params`` are further parameters of :func:`pipelines.pool_pipeline.pool_pipeline`.
+    kfp.local's stream (executor inputs, the tasks' own logs) goes to ``run.log`` in that folder; ``out`` (default:
+    stderr) gets one line per finished task (see :mod:`pipelines.run_log`). ``pipeline_params`` are further
+    parameters of :func:`pipelines.pool_pipeline.pool_pipeline`.
 
     Raises:
         LocalRunFailed: a task failed (its outputs written so far, e.g. the parity report, stay readable).
     """
+    from google.protobuf import json_format
     from kfp import local
 
+    from pipelines import run_log
     from pipelines.pool_pipeline import pool_pipeline
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     pipeline_root = runs_dir / f"{stamp}-{secrets.token_hex(3)}"
     pipeline_root.mkdir(parents=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    try:
-        pool_pipeline(
-            database_url=db.url,
-            password_secret=db.password_secret,
-            start=start,
-            end=end,
-            compare_with_legacy=compare_with_legacy,
-            **pipeline_params,
-        )
-    except Exception as err:  # kfp.local raises RuntimeError for a failed task
-        raise LocalRunFailed(_single_run(pipeline_root), err) from err
+    names = run_log.display_names(json_format.MessageToDict(pool_pipeline.pipeline_spec))
+    with run_log.capture(pipeline_root / RUN_LOG, names, out=out or sys.stderr) as progress:
+        try:
+            pool_pipeline(
+                database_url=db.url,
+                password_secret=db.password_secret,
+                start=start,
+                end=end,
+                compare_with_legacy=compare_with_legacy,
+                **pipeline_params,
+            )
+        except Exception as err:  # kfp.local raises RuntimeError for a failed task
+            progress.abort()
+            raise LocalRunFailed(_single_run(pipeline_root), err, progress.failed()) from err
     run = _single_run(pipeline_root)
+    run.reports()
     # Do not trust the reported status alone (kubeflow/pipelines#13332): every task must have left its outputs.
     missing = run.missing_tasks()
     if missing:

@@ -222,12 +222,18 @@ def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
 
     assert table_fingerprint(db) == before  # nothing promoted
     run = failure.value.run
-    assert failure.value.failed_task and failure.value.failed_task in str(failure.value)  # the failed task is named
+    # The failed task is named by its display name, with its own last error line.
+    message = str(failure.value)
+    assert message.startswith("the local run failed in task 'parity gate: Spark vs legacy' after "), message
+    assert ": RuntimeError: metrics parity failed: " in message and message.endswith("; see the report artifact")
+    assert failure.value.failed_task == "evaluate-metrics-parity"
+    assert "metrics parity failed" in (run.root / "run.log").read_text()
     assert run.find("parity") is None  # a failed task records no metrics (on Vertex neither)
     assert run.outputs("promoted") == []
     assert run.find("forecasts") is None  # nothing after the gate ran
-    # The failed task is the gate: its Markdown report is written before it fails.
+    # The failed task is the gate: its Markdown report is written before it fails, and copied as parity.md.
     report = run.file(failure.value.failed_task, "report")
+    assert (run.root / "parity.md").read_text() == report.read_text()
     assert report is not None
     text_ = report.read_text()
     assert "Metrics parity: FAIL" in text_ and "| 1 of " in text_
