@@ -15,7 +15,9 @@ and the parity gate into no-ops (a flag rather than dsl.If: KFP forbids a task a
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects of pipelines.
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kfp import dsl
 
@@ -67,7 +69,9 @@ class BusinessSteps:
     evaluation: dsl.PipelineTask
 
 
-def record_lineage(db: dict, run_id, context: dsl.PipelineTask, steps: BusinessSteps) -> None:
+def record_lineage(
+    db: dict, run_id, context: dsl.PipelineTask, steps: BusinessSteps, retry: Callable[[dsl.PipelineTask], Any]
+) -> None:
     """A Dataset per source, staging and target table, a Model for the forecast model, each wired to the step
     it describes.
 
@@ -77,7 +81,9 @@ def record_lineage(db: dict, run_id, context: dsl.PipelineTask, steps: BusinessS
     """
 
     def table(name, role: str, label: str, **kwargs) -> dsl.PipelineTask:
-        return _db_step(record_table(**db, table=name, role=role, run_id=run_id, **kwargs), f"lineage: {label}")
+        task = _db_step(record_table(**db, table=name, role=role, run_id=run_id, **kwargs), f"lineage: {label}")
+        retry(task)  # a record only reads
+        return task
 
     sources = {name: table(name, "source", name, time_column=column) for name, column in SOURCE_TABLES.items()}
     steps.metrics.task.after(*sources.values())
@@ -228,12 +234,14 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             ),
             "upsert pool_daily_metrics",
         ).after(parity)
+        target.retry(promote_metrics)  # one transaction: all or nothing
 
         # --- next-day forecasts --------------------------------------------------------------------------
         dates = _db_step(
             resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days),
             "forecast dates",
         ).after(promote_metrics)
+        target.retry(dates)  # reads only
         forecast = target.forecast(
             **db,
             run_id=run_id,
@@ -290,6 +298,8 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             ),
             "upsert backtests into history",
         ).after(forecast.task)
+        for promotion in (promote_forecasts, forecast_history, backtest_history):
+            target.retry(promotion)  # one transaction each: all or nothing
         evaluation = _db_step(
             evaluate_forecasts(
                 **db,
@@ -332,6 +342,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 backtest_history=backtest_history,
                 evaluation=evaluation,
             ),
+            retry=target.retry,
         )
 
     return pool_pipeline

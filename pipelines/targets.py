@@ -27,6 +27,10 @@ class LocalTarget:
     def defaults(self) -> dict[str, Any]:
         return {"password_secret": "env:DB_PASSWORD", "model_root": "", "project": "", "location": ""}
 
+    def retry(self, task: dsl.PipelineTask) -> dsl.PipelineTask:
+        """No retry: kfp.local honours retry policies too, and a local failure should show at once."""
+        return task
+
     def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
         from components.run_spark_job import run_pool_metrics_local
 
@@ -60,10 +64,22 @@ class LocalTarget:
         return SparkStep(task)
 
 
+# Retry policy of the idempotent database steps on Vertex AI: a transient error (a Cloud SQL failover or
+# maintenance restart, a dropped connection, a preempted worker) fails a step that would pass a minute later.
+# Those steps are safe to run again: each upsert is one transaction (all or nothing, and a rerun rewrites
+# nothing that is already there), a lineage record or the forecast dates only read. 3 retries after 30 s,
+# 60 s, 120 s, within 10 minutes.
+DB_RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+
+
 @dataclass(frozen=True)
 class VertexTarget:
     settings: GcpSettings = field(default_factory=GcpSettings)
     name: str = "vertex"
+
+    def retry(self, task: dsl.PipelineTask) -> dsl.PipelineTask:
+        """The retry policy of an idempotent database step (:data:`DB_RETRY`)."""
+        return task.set_retry(**DB_RETRY)
 
     @property
     def profile(self) -> RuntimeProfile:
