@@ -12,14 +12,40 @@ import io
 from evaluation.forecasts import MODELS, SOURCES, TARGETS, Evaluation
 
 COLORS = {"actual": "black", "spark": "tab:blue", "legacy": "tab:orange", "naive": "tab:gray"}
+# Colour, marker and dash all differ: two forecasts that coincide (or a reader who does not tell the colours
+# apart) still show as two lines.
+LINES = {
+    "actual": {"marker": "o", "linestyle": "-", "linewidth": 2.5, "zorder": 3},
+    "spark": {"marker": "s", "linestyle": "--", "linewidth": 1.4, "zorder": 2, "markerfacecolor": "none"},
+    "legacy": {"marker": "^", "linestyle": "-.", "linewidth": 1.4, "zorder": 2, "markerfacecolor": "none"},
+    "naive": {"marker": "x", "linestyle": ":", "linewidth": 1.4, "zorder": 2},
+}
+UNITS = {"apy": "percentage points", "tvl": "USD"}
+AXIS_LABELS = {"apy": "APY (%)", "tvl": "TVL (USD)"}
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:0.8em 0}"
     "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
 )
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.6g}"
+def _metric(value: float | None, target: str, name: str) -> str:
+    """A metric in its unit: WAPE as a percentage, TVL errors in whole USD and APY errors in percentage points,
+    with thousands separators."""
+    if value is None:
+        return "n/a"
+    if name == "wape":
+        return f"{value:.2%}"
+    return f"{value:,.0f}" if target == "tvl" else f"{value:,.3f}"
+
+
+def pool_label(evaluation: Evaluation, pool_id: str) -> str:
+    """``project symbol (chain)`` of a pool when the panel has its name, else its id."""
+    panel = evaluation.panel
+    if "pool_name" in panel.columns:
+        names = panel.loc[(panel["pool_id"] == pool_id).to_numpy(), "pool_name"].dropna()
+        if len(names):
+            return str(names.iloc[0])
+    return str(pool_id)
 
 
 def _png(figure) -> str:
@@ -62,9 +88,16 @@ def score_tables(evaluation: Evaluation) -> list[str]:
     """The metrics by model and target, and the scored, dropped and missing rows by target."""
     names, scores = evaluation.request.model_names, evaluation.scores
     metrics = _table(
-        ["model", *(f"{t.upper()} {name.upper()}" for t in TARGETS for name in ("mae", "rmse", "wape"))],
         [
-            [names[m], *(_number(scores[m, t][name]) for t in TARGETS for name in ("mae", "rmse", "wape"))]
+            "model",
+            *(
+                f"{t.upper()} {name.upper()}" + ("" if name == "wape" else f" ({UNITS[t]})")
+                for t in TARGETS
+                for name in ("mae", "rmse", "wape")
+            ),
+        ],
+        [
+            [names[m], *(_metric(scores[m, t][name], t, name) for t in TARGETS for name in ("mae", "rmse", "wape"))]
             for m in MODELS
         ],
     )
@@ -77,22 +110,26 @@ def score_tables(evaluation: Evaluation) -> list[str]:
     )
     return [
         metrics,
-        "<p>MAE and RMSE in the target's units; WAPE = sum of |error| / sum of |actual|.</p>",
+        "<p>MAE and RMSE in the target's units (APY in percentage points, TVL in USD); WAPE = sum of |error| / "
+        "sum of |actual|.</p>",
         counts,
     ]
 
 
 def bar_chart(evaluation: Evaluation) -> str:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     names = evaluation.request.model_names
-    bars = Figure(figsize=(9, 3.2))
+    bars = Figure(figsize=(9, 3.2), layout="constrained")
     for axes, t, name in zip(bars.subplots(1, 2), TARGETS, ("mae", "wape"), strict=True):
         values = [evaluation.scores[m, t][name] for m in MODELS]
         axes.bar(
             [names[m] for m in MODELS], [v if v is not None else 0.0 for v in values], color=[COLORS[m] for m in MODELS]
         )
-        axes.set_title(f"{t.upper()} {name.upper()} (lower is better)")
+        unit = "" if name == "wape" else f", {UNITS[t]}"
+        axes.set_title(f"{t.upper()} {name.upper()} (lower is better{unit})")
+        axes.yaxis.set_major_formatter(StrMethodFormatter("{x:.1%}" if name == "wape" else "{x:,.2f}"))
         axes.tick_params(axis="x", labelsize=8)
     return _png(bars)
 
@@ -106,24 +143,25 @@ def sample_pools(evaluation: Evaluation) -> list[str]:
 
 def pool_plot(evaluation: Evaluation, pool_id: str) -> str:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     panel, names = evaluation.panel, evaluation.request.model_names
-    figure = Figure(figsize=(10, 3.2))
+    figure = Figure(figsize=(11, 3.4), layout="constrained")  # room for the TVL axis labels
     for axes, t in zip(figure.subplots(1, 2), TARGETS, strict=True):
         pool_rows = panel[(panel["pool_id"] == pool_id).to_numpy() & evaluation.scored[t]]
         for source in SOURCES:
             axes.plot(
                 pool_rows["forecast_date"],
                 pool_rows[f"{source}_{t}"],
-                marker="o",
-                linewidth=2.5 if source == "actual" else 1.2,
-                zorder=3 if source == "actual" else 2,
                 color=COLORS[source],
                 label="actual" if source == "actual" else names[source],
+                **LINES[source],
             )
         # One tick per forecast date: the automatic date locator puts hours between two days.
         axes.set_xticks(list(pool_rows["forecast_date"]), [d.isoformat() for d in pool_rows["forecast_date"]])
         axes.set_title(f"{t.upper()}")
+        axes.set_ylabel(AXIS_LABELS[t])
+        axes.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}" if t == "tvl" else "{x:,.2f}"))
         axes.tick_params(axis="x", labelrotation=30, labelsize=8)
         axes.legend(fontsize=7)
     return _png(figure)
@@ -153,7 +191,10 @@ def render_html(evaluation: Evaluation, gate_enabled: bool) -> str:
             f"<h2>Actual against forecasts ({len(sampled)} pools with the most scored rows)</h2>",
         ]
         for pool_id in sampled:
-            body += [f"<h3>Pool <code>{html.escape(str(pool_id))}</code></h3>", pool_plot(evaluation, pool_id)]
+            body += [
+                f"<h3>{html.escape(pool_label(evaluation, pool_id))} <code>{html.escape(str(pool_id))}</code></h3>",
+                pool_plot(evaluation, pool_id),
+            ]
     return "\n".join(
         [
             "<!DOCTYPE html>",

@@ -90,6 +90,7 @@ def panel_sql(history_table: str, metrics_table: str) -> str:
             WHERE f.run_id = :run_id AND f.model IN (:spark_model, :legacy_model)
         )
         SELECT k.pool_id, k.as_of, k.forecast_date,
+               p.project || ' ' || p.symbol || ' (' || p.chain || ')' AS pool_name,
                CAST(a.actual_apy AS double precision) AS actual_apy,
                CAST(a.actual_tvl AS double precision) AS actual_tvl,
                CAST(s.forecasted_apy AS double precision) AS spark_apy,
@@ -99,6 +100,7 @@ def panel_sql(history_table: str, metrics_table: str) -> str:
                CAST(n.actual_apy AS double precision) AS naive_apy,
                CAST(n.actual_tvl AS double precision) AS naive_tvl
         FROM keys AS k
+        LEFT JOIN pools AS p ON p.pool_id = k.pool_id
         LEFT JOIN "{metrics_table}" AS a ON a.pool_id = k.pool_id AND a.date = k.forecast_date
         LEFT JOIN "{metrics_table}" AS n ON n.pool_id = k.pool_id AND n.date = k.as_of
         LEFT JOIN "{history_table}" AS s
@@ -112,7 +114,8 @@ def panel_sql(history_table: str, metrics_table: str) -> str:
 
 
 def read_panel(db: DbConfig, request: Request) -> pd.DataFrame:
-    """The panel of :func:`panel_sql` for the request (columns pool_id, as_of, forecast_date, VALUE_COLUMNS)."""
+    """The panel of :func:`panel_sql` for the request (columns pool_id, as_of, forecast_date, pool_name (NULL
+    for a pool missing from ``pools``), VALUE_COLUMNS)."""
     from sqlalchemy import text
 
     params = {

@@ -169,3 +169,17 @@ def test_holdout_dates_are_parsed_sorted_and_distinct():
         forecasts.parse_holdout_dates("2026-08-25,26.08.2026")
     with pytest.raises(ValueError, match="holdout_as_of is empty"):
         forecasts.parse_holdout_dates(" ")
+
+
+def test_the_report_gives_units_thousands_separators_and_pool_names():
+    big = [(*r[:4], r[4] * 10_000, *r[5:6], r[6] * 10_000, r[7], r[8] * 10_000, r[9], r[10] * 10_000) for r in ROWS]
+    panel = _panel(big)
+    panel["pool_name"] = ["curve USDC-USDT (Ethereum)"] * 2 + [None] * 2  # p2 is missing from pools
+    page = render_html(forecasts.score(panel, _request()), gate_enabled=True)
+
+    assert "<th>APY MAE (percentage points)</th>" in page and "<th>TVL MAE (USD)</th>" in page
+    assert "<th>TVL WAPE</th>" in page
+    # spark: APY MAE 1.0, TVL MAE 42.5 x 10,000 = 425,000, TVL WAPE 170/2400 = 7.08 %
+    assert "<td>1.000</td>" in page and "<td>425,000</td>" in page and "<td>7.08%</td>" in page
+    assert "<h3>curve USDC-USDT (Ethereum) <code>p1</code></h3>" in page
+    assert "<h3>p2 <code>p2</code></h3>" in page  # no name: the id
