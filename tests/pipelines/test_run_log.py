@@ -94,3 +94,36 @@ def test_a_real_kfp_local_run_is_captured(tmp_path, monkeypatch):
     assert "executor_input" in log or "Executing task" in log
     assert "refused 6: a planted failure" in log
     assert "no effect in the current local runner" not in log  # the known-noise warning is filtered
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@dsl.component(base_image="python:3.11")
+def _slow(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+@dsl.pipeline
+def _one_slow_step() -> None:
+    _slow(seconds=2.5).set_display_name("wait a little")
+
+
+def test_a_terminal_gets_a_live_line_for_the_running_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"), raise_on_error=True)
+    out = _Terminal()
+    from google.protobuf import json_format
+
+    names = run_log.display_names(json_format.MessageToDict(_one_slow_step.pipeline_spec))
+    with run_log.capture(tmp_path / "run.log", names, out=out):
+        _one_slow_step()
+
+    text = out.getvalue()
+    assert "\r\x1b[K  running " in text and "s  wait a little" in text  # redrawn while the task ran
+    last = text.split("\r\x1b[K")[-1]  # the live line is cleared before the task's own line
+    assert last.split() == ["ok", last.split()[1], "s", "wait", "a", "little"]
