@@ -209,7 +209,9 @@ def run_local(
     pipeline_root.mkdir(parents=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     names = run_log.display_names(json_format.MessageToDict(pool_pipeline.pipeline_spec))
-    with run_log.capture(pipeline_root / RUN_LOG, names, out=out or sys.stderr) as progress:
+    out = out or sys.stderr
+    out.write(f"  full log: {pipeline_root / RUN_LOG}\n")  # to follow a long step with tail -f
+    with run_log.capture(pipeline_root / RUN_LOG, names, out=out) as progress:
         try:
             pool_pipeline(
                 database_url=db.url,
