@@ -1,13 +1,15 @@
 """The pool pipeline: daily metrics (Spark, gated by parity with legacy) then next-day forecasts (SynapseML).
 
-    run context ─┬─> pool metrics (Spark) ───────────┬─> parity gate ─> upsert pool_daily_metrics ─┐
-                 └─> legacy metrics (pandas, shadow) ─┘                                            │
-    ┌──────────────────────────────────────────────────────────────────────────────────────────────┘
+    run context ─> run range ─┬─> pool metrics (Spark) ───────────┬─> parity gate ─> upsert pool_daily_metrics ─┐
+                              └─> legacy metrics (pandas, shadow) ─┘                                            │
+    ┌───────────────────────────────────────────────────────────────────────────────────────────────────────────┘
     └─> forecast dates ─┬─> forecast (Spark, SynapseML) ─> upsert forecasts ─> upsert history ─┬─> evaluation
                         └─> legacy forecast (pandas, holdout dates) ─────────────────────────────┘   │
                                                                                    log to experiment <┘
     + lineage: a Dataset per source, staging and target table, a Model for the forecast model.
 
+The run range fixes the days the metrics steps compute: incremental by default (from the last promoted day
+minus ``late_days`` to the latest day with data), a backfill or a full recompute only on request (``mode``).
 One DAG, two targets (``pipelines.targets``): the Spark steps are lightweight components running local Spark
 (kfp.local) or Dataproc Serverless batches (Vertex AI). ``compare_with_legacy=False`` turns the legacy metrics
 and the parity gate into no-ops (a flag rather than dsl.If: KFP forbids a task after a conditional one).
@@ -26,6 +28,7 @@ from components.evaluate_metrics_parity import evaluate_metrics_parity
 from components.log_experiment import log_run_to_experiment
 from components.record_lineage import record_model, record_table
 from components.resolve_forecast_dates import resolve_forecast_dates
+from components.resolve_run_range import resolve_run_range
 from components.run_context import make_run_context
 from components.run_legacy_forecast import run_legacy_forecast
 from components.run_legacy_metrics import run_legacy_metrics
@@ -144,8 +147,10 @@ def build_pipeline(target: LocalTarget | VertexTarget):
     def pool_pipeline(
         database_url: str = database_url_default,
         password_secret: str = defaults["password_secret"],
+        mode: str = "incremental",
         start: str = "",
         end: str = "",
+        late_days: int = 2,
         compare_with_legacy: bool = True,
         parity_rel_tol: float = 1e-9,
         as_of: str = "",
@@ -159,13 +164,18 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         project: str = defaults["project"],
         location: str = defaults["location"],
     ) -> None:
-        """Computes pool metrics for [start, end], promotes them, then forecasts the next day and evaluates.
+        """Computes pool metrics for the run's days, promotes them, then forecasts the next day and evaluates.
 
         Args:
             database_url: Password-less ``postgresql://user@host:port/db``.
             password_secret: Secret reference of the database password (``env:VAR`` or Secret Manager name).
-            start: First day (ISO date), empty for the first day with data.
-            end: Last day (ISO date, inclusive), empty for the last day with data.
+            mode: ``incremental`` (the default, what the schedule runs): from the last promoted day minus
+                ``late_days`` to the latest day with data; ``range``: a backfill of [start, end]; ``full``: every
+                day with data.
+            start: First day of a backfill (ISO date, ``mode=range``), empty for the first day with data.
+            end: Last day of a backfill (ISO date, inclusive, ``mode=range``), empty for the latest day with data.
+            late_days: Days before the last promoted day an incremental run recomputes, for observations that
+                arrive late or are corrected upstream.
             compare_with_legacy: Run the legacy pandas metrics job; promote only when the Spark output matches.
             parity_rel_tol: Relative tolerance of the parity gate.
             as_of: Forecast from this day (ISO date); empty for the latest day with actuals.
@@ -189,13 +199,16 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         forecast_staging = context.outputs["forecast_staging_table"]
         backtest_staging = context.outputs["backtest_staging_table"]
 
+        # --- the run's days: the Spark job, the legacy shadow and the parity gate cover the same ------------
+        run_range = _db_step(resolve_run_range(**db, mode=mode, start=start, end=end, late_days=late_days), "run range")
+        days = {"start": run_range.outputs["start"], "end": run_range.outputs["end"]}
+
         # --- daily metrics -------------------------------------------------------------------------------
         metrics = target.pool_metrics(
             **db,
             run_id=run_id,
             staging_table=metrics_staging,
-            start=start,
-            end=end,
+            **days,
             batch_id=context.outputs["metrics_batch_id"],
         )
         _db_step(metrics.task, "pool metrics (Spark)")
@@ -203,8 +216,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             run_legacy_metrics(
                 **db,
                 shadow_table=LEGACY_SHADOW_TABLE,
-                start=start,
-                end=end,
+                **days,
                 run_id=run_id,
                 enabled=compare_with_legacy,
             ),
@@ -215,8 +227,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 **db,
                 spark_table=metrics_staging,
                 legacy_table=LEGACY_SHADOW_TABLE,
-                start=start,
-                end=end,
+                **days,
                 columns=METRIC_COLUMNS,
                 rel_tol=parity_rel_tol,
                 fail_on_mismatch=True,
@@ -317,8 +328,9 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             location=location,
             run_id=run_id,
             params={
-                "start": start,
-                "end": end,
+                "mode": run_range.outputs["mode"],
+                "start": run_range.outputs["start"],
+                "end": run_range.outputs["end"],
                 "as_of": dates.outputs["as_of"],
                 "train_days": train_days,
                 "holdout_days": holdout_days,

@@ -124,6 +124,13 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
 
     expected = _assert_metrics_match_the_oracle(db)
 
+    # Nothing promoted yet: the default (incremental) run computes every day with data.
+    first_range = first.metadata("run_range")
+    assert (first_range["mode"], first_range["start"], first_range["end"]) == (
+        "incremental",
+        "2026-05-01",
+        "2026-06-19",
+    )
     staging = first.metadata("staging")
     promoted = first.promotion("metrics_staging_table", "pool_daily_metrics").metadata
     parity = first.metadata("parity")
@@ -186,12 +193,17 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     assert lineage[("model", "model")]["metadata"]["training_rows"] == model.metadata["training_rows"]
 
     fingerprint = table_fingerprint(db)
-    # The second run skips the legacy comparison (the pipeline's other branch) and must change nothing.
+    # The second run skips the legacy comparison (the pipeline's other branch) and must change nothing. It is
+    # incremental: the last promoted day (06-19) minus the 2 late-data days, to the latest day with data.
     second = run_local(db_config, compare_with_legacy=False, legacy_n_trials=3)
     assert table_fingerprint(db) == fingerprint
     assert second.metadata("parity") == {"parity_skipped": 1}
+    second_range = second.metadata("run_range")
+    assert (second_range["start"], second_range["end"], second_range["days"]) == ("2026-06-17", "2026-06-19", 3)
+    last_days = [r for r in expected if r["date"] >= dt.date(2026, 6, 17)]
+    assert len(last_days) > 10
     again = second.promotion("metrics_staging_table", "pool_daily_metrics").metadata
-    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, len(expected))
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, len(last_days))
 
 
 def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
