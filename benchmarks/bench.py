@@ -143,7 +143,9 @@ def spark_job(argv: list[str]) -> dict:
     return run_job(SparkSession.getActiveSession(), DbConfig.from_env(), parse_args(argv))
 
 
-def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeResult:
+def bench_size(
+    pools: int, days: int, reps: int, with_forecast: bool, checkpoint: Callable[[SizeResult], None]
+) -> SizeResult:
     from database.embedded import embedded_postgres
     from database.schema import init_schema
     from database.synthetic import SyntheticSpec, generate, load
@@ -166,37 +168,9 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
             conn.execute(text("ANALYZE"))
             conn.execute(text(f'CREATE TABLE IF NOT EXISTS "{LEGACY_TARGET}" (LIKE "{TARGET}" INCLUDING ALL)'))
 
-        # --- cold: a new process per run, as a pipeline step or a Dataproc batch starts ------------------
-        def cold_spark() -> float:
-            truncate(engine, TARGET)
-            started = time.perf_counter()
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "spark_src.pool_metrics.main",
-                    "--run-id",
-                    "bench",
-                    "--staging-table",
-                    "stg_bench_cold",
-                ],
-                check=True,
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            promote(db, "stg_bench_cold")
-            return time.perf_counter() - started
-
-        print(f"[{pools} x {days}] Spark cold ...", flush=True)
-        result.add("spark_cold", repeat(reps, cold_spark))
-        result.memory_mib["cold job, largest finished child process"] = (
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        )
-
         # --- warm: this process, after the JVM start and a warm-up run -----------------------------------
         result.once["JVM start (SparkSession)"] = timed(
-            lambda: build_session("bench", jars=jars.resolve_all([jars.JDBC_DRIVER]))
+            lambda: build_session("bench", jars=jars.resolve_all([jars.JDBC_DRIVER, *jars.SYNAPSEML_LIGHTGBM]))
         )
         full_args = ["--run-id", "bench", "--staging-table", "stg_bench"]
         result.once["warm-up run (first job in the JVM)"] = timed(lambda: spark_job(full_args))
@@ -204,7 +178,9 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
 
         def warm_spark() -> float:
             truncate(engine, TARGET)
-            job_s.append(timed(lambda: result.__setattr__("metric_rows", spark_job(full_args)["rows_written"])))
+            started = time.perf_counter()
+            result.metric_rows = spark_job(full_args)["rows_written"]
+            job_s.append(time.perf_counter() - started)
             promote_s.append(timed(lambda: promote(db, "stg_bench")))
             return job_s[-1] + promote_s[-1]
 
@@ -213,6 +189,7 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
         result.add("spark_warm_job", job_s)
         result.add("spark_warm_promotion", promote_s)
         full_fingerprint = table_fingerprint(engine)
+        checkpoint(result)
 
         # --- incremental one-day run against the full run ------------------------------------------------
         with engine.connect() as conn:
@@ -234,6 +211,7 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
         result.checks["one-day run leaves the table the full run left (fingerprint)"] = (
             table_fingerprint(engine) == full_fingerprint
         )
+        checkpoint(result)
 
         # --- staging write against COPY into an unlogged table -------------------------------------------
         from pyspark.sql import SparkSession
@@ -270,6 +248,7 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
         result.once["staging rows"] = staged_rows
         result.memory_mib["Spark JVM (VmHWM)"] = peak_rss_mib(spark.sparkContext._gateway.proc.pid)
         result.memory_mib["Python driver, before the legacy job (VmHWM)"] = peak_rss_mib()
+        checkpoint(result)
 
         # --- legacy -----------------------------------------------------------------------------------
         legacy_rows = []
@@ -284,10 +263,42 @@ def bench_size(pools: int, days: int, reps: int, with_forecast: bool) -> SizeRes
         result.add("legacy", repeat(reps, legacy))
         result.memory_mib["Python process after the legacy job (VmHWM)"] = peak_rss_mib()
         result.checks["legacy wrote as many rows as Spark"] = set(legacy_rows) == {result.metric_rows}
+        checkpoint(result)
+
+        # --- cold: a new process per run, as a pipeline step or a Dataproc batch starts ------------------
+        def cold_spark() -> float:
+            truncate(engine, TARGET)
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "spark_src.pool_metrics.main",
+                    "--run-id",
+                    "bench",
+                    "--staging-table",
+                    "stg_bench_cold",
+                ],
+                check=True,
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            promote(db, "stg_bench_cold")
+            return time.perf_counter() - started
+
+        print(f"[{pools} x {days}] Spark cold ...", flush=True)
+        result.add("spark_cold", repeat(reps, cold_spark))
+        result.memory_mib["cold job, largest finished child process"] = (
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        )
+
+        checkpoint(result)
 
         if with_forecast:
             print(f"[{pools} x {days}] forecast fit + predict ...", flush=True)
             bench_forecast(result, spark, db, engine, reps)
+            checkpoint(result)
         spark.stop()
     return result
 
@@ -349,68 +360,104 @@ def render(results: list[SizeResult], reps: int, load_before: str, load_after: s
         "",
     ]
     for r in results:
-        f = r.figures
-        lines += [
-            f"## {r.pools:,} pools x {r.days} days ({r.history_rows:,} history rows, {r.metric_rows:,} metric rows)",
-            "",
-            "| what | Spark | legacy | Spark / legacy speed-up | target |",
-            "|---|---:|---:|---:|---|",
-            _row("metrics DB->DB, warm (job + promotion)", f["spark_warm"], f["legacy"], ">= 3x"),
-            _row("metrics DB->DB, cold (new process)", f["spark_cold"], f["legacy"], ">= 2x"),
-        ]
-        if "forecast_spark" in f:
-            lines.append(_row("forecast fit + predict", f["forecast_spark"], f["forecast_legacy"], "(none)"))
-        one_day = f["spark_one_day"].median / f["spark_warm"].median
-        write_rate = r.once["staging rows"] / f["staging_write"].median
-        copy_rate = r.once["staging rows"] / f["copy_unlogged"].median
-        lines += [
-            "",
-            "| what | seconds | ratio | target |",
-            "|---|---:|---:|---|",
-            f"| Spark warm: job / promotion | {_s(f['spark_warm_job'])} / {_s(f['spark_warm_promotion'])} | | |",
-            f"| incremental one-day run ({f['spark_one_day'].note}), DB->DB | {_s(f['spark_one_day'])} | "
-            f"{one_day:.2f}x of the full run | <= 0.1x |",
-            f"| incremental one-day run, job only | {_s(f['spark_one_day_job'])} | "
-            f"{f['spark_one_day_job'].median / f['spark_warm_job'].median:.2f}x of the full job | |",
-            f"| staging write (Spark JDBC, {r.once['staging rows']:,.0f} rows) | {_s(f['staging_write'])} | "
-            f"{write_rate:,.0f} rows/s = {write_rate / copy_rate:.2f}x of COPY | >= 0.8x |",
-            f"| COPY FROM STDIN into an unlogged table | {_s(f['copy_unlogged'])} | {copy_rate:,.0f} rows/s | |",
-            "",
-            "Measured once, apart from the figures above: "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in r.once.items() if "rows" not in k)
-            + ".",
-            "",
-            "Peak memory: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in r.memory_mib.items()) + ".",
-            "",
-            "Checks: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r.checks.items()) + ".",
-            "",
-        ]
+        lines += render_size(r)
     return "\n".join(lines)
 
 
-def _s(figure: Figure) -> str:
+def render_size(r: SizeResult) -> list[str]:
+    """The tables of one size; a figure not measured (yet) shows as such."""
+    f = r.figures
+
+    def ratio_of(a: str, b: str, label: str) -> str:
+        return f"{f[a].median / f[b].median:.2f}x {label}" if a in f and b in f else "-"
+
+    def rate(name: str) -> float | None:
+        return r.once["staging rows"] / f[name].median if name in f else None
+
+    write_rate, copy_rate = rate("staging_write"), rate("copy_unlogged")
+    lines = [
+        f"## {r.pools:,} pools x {r.days} days ({r.history_rows:,} history rows, {r.metric_rows:,} metric rows)",
+        "",
+        "| what | Spark | legacy | Spark / legacy speed-up | target |",
+        "|---|---:|---:|---:|---|",
+        _row("metrics DB->DB, warm (job + promotion)", f.get("spark_warm"), f.get("legacy"), ">= 3x"),
+        _row("metrics DB->DB, cold (new process)", f.get("spark_cold"), f.get("legacy"), ">= 2x"),
+    ]
+    if "forecast_spark" in f or "forecast_legacy" in f:
+        lines.append(_row("forecast fit + predict", f.get("forecast_spark"), f.get("forecast_legacy"), "(none)"))
+    one_day = ratio_of("spark_one_day", "spark_warm", "of the full run")
+    lines += [
+        "",
+        "| what | seconds | ratio | target |",
+        "|---|---:|---:|---|",
+        f"| Spark warm: job / promotion | {_s(f.get('spark_warm_job'))} / {_s(f.get('spark_warm_promotion'))} | | |",
+        f"| incremental one-day run ({f['spark_one_day'].note if 'spark_one_day' in f else '-'}), DB->DB | "
+        f"{_s(f.get('spark_one_day'))} | {one_day} | <= 0.1x |",
+        f"| incremental one-day run, job only | {_s(f.get('spark_one_day_job'))} | "
+        f"{ratio_of('spark_one_day_job', 'spark_warm_job', 'of the full job')} | |",
+    ]
+    if write_rate and copy_rate:
+        lines += [
+            f"| staging write (Spark JDBC, {r.once['staging rows']:,.0f} rows) | {_s(f['staging_write'])} | "
+            f"{write_rate:,.0f} rows/s = {write_rate / copy_rate:.2f}x of COPY | >= 0.8x |",
+            f"| COPY FROM STDIN into an unlogged table | {_s(f['copy_unlogged'])} | {copy_rate:,.0f} rows/s | |",
+        ]
+    lines += [
+        "",
+        "Measured once, apart from the figures above: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in r.once.items() if "rows" not in k)
+        + ".",
+        "",
+        "Peak memory: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in r.memory_mib.items()) + ".",
+        "",
+        "Checks: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r.checks.items()) + ".",
+        "",
+    ]
+    return lines
+
+
+def _s(figure: Figure | None) -> str:
+    if figure is None:
+        return "not measured"
     return f"{figure.median:.2f} [{', '.join(f'{s:.1f}' for s in figure.seconds)}]"
 
 
-def _row(what: str, spark: Figure, legacy: Figure, target: str) -> str:
-    return f"| {what} | {_s(spark)} | {_s(legacy)} | {ratio(legacy.median, spark.median)} | {target} |"
+def _row(what: str, spark: Figure | None, legacy: Figure | None, target: str) -> str:
+    speed_up = ratio(legacy.median, spark.median) if spark and legacy else "-"
+    return f"| {what} | {_s(spark)} | {_s(legacy)} | {speed_up} | {target} |"
+
+
+def _size(text: str) -> tuple[int, int]:
+    pools, _, days = text.partition("x")
+    return int(pools), int(days)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"one small size {QUICK_SIZES[0]} for development")
+    parser.add_argument(
+        "--size", action="append", type=_size, help="POOLSxDAYS, repeatable (default: 2740x365 and 5480x365)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (>= 3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.repeat < 3:
         parser.error("--repeat must be at least 3 (each figure is a median)")
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = args.size or (QUICK_SIZES if args.quick else SIZES)
     load_before, started = load_average(), time.perf_counter()
-    results = [bench_size(p, d, args.repeat, with_forecast=(i == 0)) for i, (p, d) in enumerate(sizes)]
-    report = render(results, args.repeat, load_before, load_average(), time.perf_counter() - started)
-    print(report)
+    results: list[SizeResult] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report + "\n")
+
+    def write(current: SizeResult | None = None) -> str:
+        # Rewritten after every section: an interrupted run leaves what it measured, marked as such.
+        sizes_so_far = [*results, current] if current else results
+        report = render(sizes_so_far, args.repeat, load_before, load_average(), time.perf_counter() - started)
+        args.out.write_text(report + ("\n" if not current else "\n\n(run in progress: figures so far)\n"))
+        return report
+
+    for i, (pools, days) in enumerate(sizes):
+        results.append(bench_size(pools, days, args.repeat, with_forecast=(i == 0), checkpoint=write))
+    print(write())
     print(f"written to {args.out}")
 
 

@@ -76,15 +76,10 @@ def read_query(
     options = {**_options(db), "fetchsize": str(fetch_size)}
     subquery = f"({query}) AS src"
     if partition_column and num_partitions > 1:
-        bounds = (
-            spark.read.format("jdbc")
-            .options(**options)
-            .option("query", f"SELECT min({partition_column}) AS lo, max({partition_column}) AS hi FROM {subquery}")
-            .load()
-            .first()
-        )
-        if bounds is not None and bounds["lo"] is not None:
-            lo, hi = int(bounds["lo"]), int(bounds["hi"])
+        # On the driver's own JDBC connection, not as a Spark job: a one-day run pays its fixed costs per job.
+        lo, hi = query_row(spark, db, f"SELECT min({partition_column}), max({partition_column}) FROM {subquery}")
+        if lo is not None:
+            lo, hi = int(lo), int(hi)
             log.info("partitioned read on %s in [%d, %d], %d partitions", partition_column, lo, hi, num_partitions)
             return (
                 spark.read.format("jdbc")
@@ -111,17 +106,33 @@ _PG_TYPES = {
 }
 
 
-def execute_statements(spark: SparkSession, db: DbConfig, statements: list[str]) -> None:
-    """Runs SQL statements (DDL) in one transaction through the JVM's JDBC driver.
+def _connect(spark: SparkSession, db: DbConfig):
+    """A JDBC connection of the driver's JVM (a Dataproc batch's Python has no PostgreSQL client).
 
-    Through the JVM because a Dataproc batch's Python has no PostgreSQL client; the password goes into a
-    ``java.util.Properties`` and is never logged.
+    The password goes into a ``java.util.Properties`` and is never logged.
     """
     jvm = spark.sparkContext._jvm
     properties = jvm.java.util.Properties()
     properties.setProperty("user", db.user)
     properties.setProperty("password", db.password())
-    connection = jvm.org.postgresql.Driver().connect(db.jdbc_url, properties)
+    return jvm.org.postgresql.Driver().connect(db.jdbc_url, properties)
+
+
+def query_row(spark: SparkSession, db: DbConfig, sql: str) -> tuple:
+    """The first row of a small query, run on the driver's JDBC connection (no Spark job)."""
+    connection = _connect(spark, db)
+    try:
+        result = connection.createStatement().executeQuery(sql)
+        if not result.next():
+            return ()
+        return tuple(result.getObject(i + 1) for i in range(result.getMetaData().getColumnCount()))
+    finally:
+        connection.close()
+
+
+def execute_statements(spark: SparkSession, db: DbConfig, statements: list[str]) -> None:
+    """Runs SQL statements (DDL) in one transaction on the driver's JDBC connection."""
+    connection = _connect(spark, db)
     try:
         connection.setAutoCommit(False)
         statement = connection.createStatement()

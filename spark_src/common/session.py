@@ -39,9 +39,13 @@ def build_session(
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+        # The metrics plan has more fields than the default 25: Spark warned on every run that it truncated it.
+        .config("spark.sql.debug.maxToStringFields", "200")
     )
     if not running_under_spark_submit():
         cores = local_cores or int(os.environ.get("SPARK_LOCAL_CORES", "2"))
+        # The JVM reads it at start-up; without it Spark warns on every run that the host name is loopback.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = (
             builder.master(os.environ.get("SPARK_MASTER", f"local[{cores}]"))
             # A numeric value: "auto" is a Databricks-only setting that open-source Spark rejects.
