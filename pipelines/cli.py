@@ -108,13 +108,17 @@ def _counts(metadata: dict) -> dict:
     }
 
 
-def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
-    from pipelines.pool_pipeline import METRICS_TABLE  # kfp loads in a second: only once a run is there
-
+def _print_run_range(run: LocalRun) -> None:
     run_range = run.find("run_range")
     if run_range:
         meta = _counts(run_range.metadata)
         click.echo(f"run range ({meta['mode']}): {meta['start']}..{meta['end']}, {meta['days']} days: {meta['reason']}")
+
+
+def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
+    from pipelines.pool_pipeline import METRICS_TABLE  # kfp loads in a second: only once a run is there
+
+    _print_run_range(run)
     staging = _counts(run.metadata("staging"))
     click.echo(
         f"pool metrics (Spark): {staging['pools']} pools, {staging['rows_written']} rows written to "
