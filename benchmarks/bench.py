@@ -147,181 +147,196 @@ def bench_size(
     pools: int, days: int, reps: int, with_forecast: bool, checkpoint: Callable[[SizeResult], None]
 ) -> SizeResult:
     from database.embedded import embedded_postgres
+    from spark_src.common import sql
+
+    result = SizeResult(pools, days)
+    with embedded_postgres() as pg:
+        os.environ["DB_PASSWORD"] = pg.password  # what the engine and the jobs' env:DB_PASSWORD read
+        os.environ.update(pg.config.env())
+        with sql.engine(pg.config) as engine:
+            return _bench_database(result, pg.config, engine, reps, with_forecast, checkpoint)
+
+
+def _bench_database(
+    result: SizeResult, db, engine: Engine, reps: int, with_forecast: bool, checkpoint: Callable[[SizeResult], None]
+) -> SizeResult:
     from database.schema import init_schema
     from database.synthetic import SyntheticSpec, generate, load
     from legacy.calculate_pool_metrics import run as run_legacy
     from pipelines.local_run import table_fingerprint
-    from spark_src.common import jars, sql
+    from spark_src.common import jars
     from spark_src.common.session import build_session
 
-    result = SizeResult(pools, days)
+    pools, days = result.pools, result.days
     last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     spec = SyntheticSpec(pools=pools, days=days, start=last_day - dt.timedelta(days=days - 1))
-    with embedded_postgres() as pg, sql.engine(pg.config) as engine:
-        os.environ["DB_PASSWORD"] = pg.password
-        os.environ.update(pg.config.env())
-        db = pg.config
-        init_schema(engine)
-        print(f"[{pools} x {days}] loading synthetic data ...", flush=True)
-        result.history_rows = load(engine, generate(spec))["raw_defillama_pool_history"]
+    init_schema(engine)
+    print(f"[{pools} x {days}] loading synthetic data ...", flush=True)
+    result.history_rows = load(engine, generate(spec))["raw_defillama_pool_history"]
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.execute(text(f'CREATE TABLE IF NOT EXISTS "{LEGACY_TARGET}" (LIKE "{TARGET}" INCLUDING ALL)'))
+
+    # --- warm: this process, after the JVM start and a warm-up run -----------------------------------
+    result.once["JVM start (SparkSession)"] = timed(
+        lambda: build_session("bench", jars=jars.resolve_all([jars.JDBC_DRIVER, *jars.SYNAPSEML_LIGHTGBM]))
+    )
+    full_args = ["--run-id", "bench", "--staging-table", "stg_bench"]
+    result.once["warm-up run (first job in the JVM)"] = timed(lambda: spark_job(full_args))
+    job_s, promote_s = [], []
+
+    def warm_spark() -> float:
+        truncate(engine, TARGET)
+        started = time.perf_counter()
+        result.metric_rows = spark_job(full_args)["rows_written"]
+        job_s.append(time.perf_counter() - started)
+        promote_s.append(timed(lambda: promote(db, "stg_bench")))
+        return job_s[-1] + promote_s[-1]
+
+    print(f"[{pools} x {days}] Spark warm ...", flush=True)
+    result.add("spark_warm", repeat(reps, warm_spark))
+    result.add("spark_warm_job", job_s)
+    result.add("spark_warm_promotion", promote_s)
+    full_fingerprint = table_fingerprint(engine)
+    checkpoint(result)
+
+    # --- incremental one-day run against the full run ------------------------------------------------
+    with engine.connect() as conn:
+        latest = conn.execute(text(f"SELECT max(date) FROM {TARGET}")).scalar()
+    one_day_args = [*full_args, "--start", latest.isoformat(), "--end", latest.isoformat()]
+    one_day_job_s = []
+
+    def one_day() -> float:
         with engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
-            conn.execute(text(f'CREATE TABLE IF NOT EXISTS "{LEGACY_TARGET}" (LIKE "{TARGET}" INCLUDING ALL)'))
+            conn.execute(text(f"DELETE FROM {TARGET} WHERE date = :d"), {"d": latest})
+        started = time.perf_counter()
+        one_day_job_s.append(timed(lambda: spark_job(one_day_args)))
+        promote(db, "stg_bench")
+        return time.perf_counter() - started
 
-        # --- warm: this process, after the JVM start and a warm-up run -----------------------------------
-        result.once["JVM start (SparkSession)"] = timed(
-            lambda: build_session("bench", jars=jars.resolve_all([jars.JDBC_DRIVER, *jars.SYNAPSEML_LIGHTGBM]))
-        )
-        full_args = ["--run-id", "bench", "--staging-table", "stg_bench"]
-        result.once["warm-up run (first job in the JVM)"] = timed(lambda: spark_job(full_args))
-        job_s, promote_s = [], []
+    print(f"[{pools} x {days}] Spark incremental one day ...", flush=True)
+    result.add("spark_one_day", repeat(reps, one_day), note=f"day {latest}")
+    result.add("spark_one_day_job", one_day_job_s)
+    result.checks["one-day run leaves the table the full run left (fingerprint)"] = (
+        table_fingerprint(engine) == full_fingerprint
+    )
+    checkpoint(result)
 
-        def warm_spark() -> float:
-            truncate(engine, TARGET)
-            started = time.perf_counter()
-            result.metric_rows = spark_job(full_args)["rows_written"]
-            job_s.append(time.perf_counter() - started)
-            promote_s.append(timed(lambda: promote(db, "stg_bench")))
-            return job_s[-1] + promote_s[-1]
+    # --- staging write against COPY into an unlogged table -------------------------------------------
+    from pyspark.sql import SparkSession
 
-        print(f"[{pools} x {days}] Spark warm ...", flush=True)
-        result.add("spark_warm", repeat(reps, warm_spark))
-        result.add("spark_warm_job", job_s)
-        result.add("spark_warm_promotion", promote_s)
-        full_fingerprint = table_fingerprint(engine)
-        checkpoint(result)
+    from spark_src.common.jdbc import read_query, write_table
 
-        # --- incremental one-day run against the full run ------------------------------------------------
-        with engine.connect() as conn:
-            latest = conn.execute(text(f"SELECT max(date) FROM {TARGET}")).scalar()
-        one_day_args = [*full_args, "--start", latest.isoformat(), "--end", latest.isoformat()]
-        one_day_job_s = []
+    spark = SparkSession.getActiveSession()
+    staged = read_query(spark, db, f"SELECT * FROM {TARGET}").drop("forecasted_apy", "forecasted_tvl", "updated_at")
+    staged = staged.cache()
+    staged_rows = staged.count()
+    result.add("staging_write", repeat(reps, lambda: timed(lambda: write_table(staged, db, "stg_bench_write"))))
+    staged.unpersist()
+    columns = ", ".join(f'"{c}"' for c in staged.columns)
+    raw = engine.raw_connection()
+    try:
+        buffer = io.StringIO()
+        with raw.cursor() as cur:
+            cur.copy_expert(f"COPY (SELECT {columns} FROM stg_bench_write) TO STDOUT (FORMAT csv)", buffer)
+        payload = buffer.getvalue()
 
-        def one_day() -> float:
-            with engine.begin() as conn:
-                conn.execute(text(f"DELETE FROM {TARGET} WHERE date = :d"), {"d": latest})
-            started = time.perf_counter()
-            one_day_job_s.append(timed(lambda: spark_job(one_day_args)))
-            promote(db, "stg_bench")
-            return time.perf_counter() - started
-
-        print(f"[{pools} x {days}] Spark incremental one day ...", flush=True)
-        result.add("spark_one_day", repeat(reps, one_day), note=f"day {latest}")
-        result.add("spark_one_day_job", one_day_job_s)
-        result.checks["one-day run leaves the table the full run left (fingerprint)"] = (
-            table_fingerprint(engine) == full_fingerprint
-        )
-        checkpoint(result)
-
-        # --- staging write against COPY into an unlogged table -------------------------------------------
-        from pyspark.sql import SparkSession
-
-        from spark_src.common.jdbc import read_query, write_table
-
-        spark = SparkSession.getActiveSession()
-        staged = read_query(spark, db, f"SELECT * FROM {TARGET}").drop("forecasted_apy", "forecasted_tvl", "updated_at")
-        staged = staged.cache()
-        staged_rows = staged.count()
-        result.add("staging_write", repeat(reps, lambda: timed(lambda: write_table(staged, db, "stg_bench_write"))))
-        staged.unpersist()
-        columns = ", ".join(f'"{c}"' for c in staged.columns)
-        raw = engine.raw_connection()
-        try:
-            buffer = io.StringIO()
+        def copy_in() -> float:
             with raw.cursor() as cur:
-                cur.copy_expert(f"COPY (SELECT {columns} FROM stg_bench_write) TO STDOUT (FORMAT csv)", buffer)
-            payload = buffer.getvalue()
+                cur.execute("DROP TABLE IF EXISTS bench_copy")
+                cur.execute("CREATE UNLOGGED TABLE bench_copy AS SELECT * FROM stg_bench_write WITH NO DATA")
+                raw.commit()
+                started = time.perf_counter()
+                cur.copy_expert(f"COPY bench_copy ({columns}) FROM STDIN (FORMAT csv)", io.StringIO(payload))
+                raw.commit()
+                return time.perf_counter() - started
 
-            def copy_in() -> float:
-                with raw.cursor() as cur:
-                    cur.execute("DROP TABLE IF EXISTS bench_copy")
-                    cur.execute("CREATE UNLOGGED TABLE bench_copy AS SELECT * FROM stg_bench_write WITH NO DATA")
-                    raw.commit()
-                    started = time.perf_counter()
-                    cur.copy_expert(f"COPY bench_copy ({columns}) FROM STDIN (FORMAT csv)", io.StringIO(payload))
-                    raw.commit()
-                    return time.perf_counter() - started
+        result.add("copy_unlogged", repeat(reps, copy_in))
+    finally:
+        raw.close()
+    result.once["staging rows"] = staged_rows
+    result.memory_mib["Spark JVM (VmHWM)"] = peak_rss_mib(spark.sparkContext._gateway.proc.pid)
+    result.memory_mib["Python driver, before the legacy job (VmHWM)"] = peak_rss_mib()
+    checkpoint(result)
 
-            result.add("copy_unlogged", repeat(reps, copy_in))
-        finally:
-            raw.close()
-        result.once["staging rows"] = staged_rows
-        result.memory_mib["Spark JVM (VmHWM)"] = peak_rss_mib(spark.sparkContext._gateway.proc.pid)
-        result.memory_mib["Python driver, before the legacy job (VmHWM)"] = peak_rss_mib()
-        checkpoint(result)
+    # --- legacy -----------------------------------------------------------------------------------
+    legacy_rows = []
 
-        # --- legacy -----------------------------------------------------------------------------------
-        legacy_rows = []
+    def legacy() -> float:
+        truncate(engine, LEGACY_TARGET)
+        started = time.perf_counter()
+        legacy_rows.append(run_legacy(db, target_table=LEGACY_TARGET)["rows_written"])
+        return time.perf_counter() - started
 
-        def legacy() -> float:
-            truncate(engine, LEGACY_TARGET)
-            started = time.perf_counter()
-            legacy_rows.append(run_legacy(db, target_table=LEGACY_TARGET)["rows_written"])
-            return time.perf_counter() - started
+    print(f"[{pools} x {days}] legacy ...", flush=True)
+    result.add("legacy", repeat(reps, legacy))
+    result.memory_mib["Python process after the legacy job (VmHWM)"] = peak_rss_mib()
+    result.checks["legacy wrote as many rows as Spark"] = set(legacy_rows) == {result.metric_rows}
+    checkpoint(result)
 
-        print(f"[{pools} x {days}] legacy ...", flush=True)
-        result.add("legacy", repeat(reps, legacy))
-        result.memory_mib["Python process after the legacy job (VmHWM)"] = peak_rss_mib()
-        result.checks["legacy wrote as many rows as Spark"] = set(legacy_rows) == {result.metric_rows}
-        checkpoint(result)
-
-        # --- cold: a new process per run, as a pipeline step or a Dataproc batch starts ------------------
-        def cold_spark() -> float:
-            truncate(engine, TARGET)
-            started = time.perf_counter()
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "spark_src.pool_metrics.main",
-                    "--run-id",
-                    "bench",
-                    "--staging-table",
-                    "stg_bench_cold",
-                ],
-                check=True,
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            promote(db, "stg_bench_cold")
-            return time.perf_counter() - started
-
-        print(f"[{pools} x {days}] Spark cold ...", flush=True)
-        result.add("spark_cold", repeat(reps, cold_spark))
-        result.memory_mib["cold job, largest finished child process"] = (
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # --- cold: a new process per run, as a pipeline step or a Dataproc batch starts ------------------
+    def cold_spark() -> float:
+        truncate(engine, TARGET)
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "spark_src.pool_metrics.main",
+                "--run-id",
+                "bench",
+                "--staging-table",
+                "stg_bench_cold",
+            ],
+            check=True,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        promote(db, "stg_bench_cold")
+        return time.perf_counter() - started
 
+    print(f"[{pools} x {days}] Spark cold ...", flush=True)
+    result.add("spark_cold", repeat(reps, cold_spark))
+    result.memory_mib["cold job, largest finished child process"] = (
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    )
+
+    checkpoint(result)
+
+    if with_forecast:
+        print(f"[{pools} x {days}] forecast fit + predict ...", flush=True)
+        bench_forecast(result, spark, db, engine, reps)
         checkpoint(result)
-
-        if with_forecast:
-            print(f"[{pools} x {days}] forecast fit + predict ...", flush=True)
-            bench_forecast(result, spark, db, engine, reps)
-            checkpoint(result)
-        spark.stop()
+    spark.stop()
     return result
 
 
 def bench_forecast(result: SizeResult, spark, db, engine: Engine, reps: int) -> None:
     from legacy import forecast_pools as legacy_fc
-    from spark_src.forecast.main import extract, forecast_as_of, latest_actuals_date
+    from spark_src.forecast import quarantine as Q
+    from spark_src.forecast import transforms as T
+    from spark_src.forecast.main import extract, forecast_as_of, latest_actuals_date, quarantine
     from spark_src.forecast.main import parse_args as forecast_args
 
+    # The forecast job's own reads (extract + quarantine, as its run() does), outside the timing.
     args = forecast_args(["--run-id", "bench", "--staging-table", "stg_bench_fc", "--model-dir", "unused"])
+    rule = Q.QuarantineRule()
     as_of = latest_actuals_date(spark, db)
-    metrics, pools = extract(spark, db, as_of - dt.timedelta(days=args.train_days - 1), as_of)
-    metrics, pools = metrics.cache(), pools.cache()
-    metrics.count()
+    first_day = as_of - dt.timedelta(days=args.train_days - 1)
+    metrics, pools = extract(spark, db, first_day - dt.timedelta(days=T.LOOKBACK_DAYS + rule.reference_days), as_of)
+    clean, _ = quarantine(metrics, rule, first_day - dt.timedelta(days=T.LOOKBACK_DAYS))
+    clean, pools = clean.cache(), pools.cache()
+    clean.count()
 
     def spark_fit_predict() -> float:
         started = time.perf_counter()
-        _, forecasts = forecast_as_of(metrics, pools, as_of, args)
+        _, forecasts = forecast_as_of(clean, pools, as_of, args, rule)
         forecasts.count()
         return time.perf_counter() - started
 
     result.add("forecast_spark", repeat(reps, spark_fit_predict))
-    metrics.unpersist()
+    clean.unpersist()
     with engine.connect() as conn:
         panel = legacy_fc.build_panel(
             legacy_fc.fetch_metrics(conn, as_of, args.train_days), legacy_fc.fetch_pools(conn), as_of, args.train_days
@@ -342,9 +357,12 @@ def ratio(a: float, b: float) -> str:
 
 def render(results: list[SizeResult], reps: int, load_before: str, load_after: str, seconds: float) -> str:
     info = machine()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
+    commit = (
+        os.environ.get("CODE_VERSION")
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    )
     lines = [
         "# Benchmarks (`make bench`)",
         "",
