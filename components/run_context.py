@@ -17,6 +17,8 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
     metrics_staging_table=str,
     forecast_staging_table=str,
     backtest_staging_table=str,
+    legacy_backtest_staging_table=str,
+    quarantine_staging_table=str,
     model_dir=str,
     metrics_batch_id=str,
     forecast_batch_id=str,
@@ -31,7 +33,9 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
         run_id: Lower-case alphanumerics of the job id (at most 40), usable in table names and batch ids.
         metrics_staging_table: Staging table of the pool-metrics job.
         forecast_staging_table: Staging table of the forecasts for as_of + 1.
-        backtest_staging_table: Staging table of the backtest forecasts.
+        backtest_staging_table: Staging table of the Spark job's backtest forecasts (model and naive).
+        legacy_backtest_staging_table: Staging table of the legacy forecaster's backtest forecasts.
+        quarantine_staging_table: Staging table of the observations the forecast job quarantined.
         model_dir: The run's model directory under ``model_root``.
         metrics_batch_id: Dataproc batch id of the metrics job (unique per run: a fixed id clashes on rerun).
         forecast_batch_id: Dataproc batch id of the forecast job.
@@ -51,6 +55,8 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
             "metrics_staging_table",
             "forecast_staging_table",
             "backtest_staging_table",
+            "legacy_backtest_staging_table",
+            "quarantine_staging_table",
             "model_dir",
             "metrics_batch_id",
             "forecast_batch_id",
@@ -61,6 +67,8 @@ def make_run_context(pipeline_job_id: str, model_root: str = "") -> NamedTuple(
         f"stg_pool_metrics_{run_id}",
         f"stg_forecast_{run_id}",
         f"stg_backtest_{run_id}",
+        f"stg_legacy_backtest_{run_id}",
+        f"stg_quarantine_{run_id}",
         f"{root}/{run_id}",
         f"pool-metrics-{run_id}",  # Dataproc: 4-63 characters of [a-z0-9-]
         f"forecast-{run_id}",

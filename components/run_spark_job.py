@@ -46,6 +46,7 @@ def run_forecast_local(
     run_id: str,
     staging_table: str,
     backtest_table: str,
+    quarantine_table: str,
     model_dir: str,
     as_of: str,
     holdout_as_of: str,
@@ -61,6 +62,7 @@ def run_forecast_local(
         run_id: The pipeline run.
         staging_table: Staging table of the forecasts for as_of + 1.
         backtest_table: Staging table of the backtest forecasts on the holdout as-of dates.
+        quarantine_table: Staging table of the observations the job quarantined.
         model_dir: Directory (local or gs://) for the fitted pipeline model and its model card.
         as_of: Last day of actuals to train on (ISO date).
         holdout_as_of: Comma-separated backtest as-of dates (may be empty).
@@ -75,8 +77,8 @@ def run_forecast_local(
     from spark_src.common.config import DbConfig
     from spark_src.common.launch import run_job
 
-    argv = ["--run-id", run_id, "--staging-table", staging_table, "--model-dir", model_dir]
-    argv += ["--as-of", as_of, "--train-days", str(train_days)]
+    argv = ["--run-id", run_id, "--staging-table", staging_table, "--model-dir", model_dir, "--with-naive"]
+    argv += ["--as-of", as_of, "--train-days", str(train_days), "--quarantine-table", quarantine_table]
     if holdout_as_of:
         argv += ["--holdout-as-of", holdout_as_of, "--backtest-table", backtest_table]
     summary = run_job("forecast", argv, DbConfig.from_url(database_url, password_secret))

@@ -74,3 +74,22 @@ CREATE TABLE IF NOT EXISTS pool_forecast_history (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pool_id, forecast_date, model, run_id)
 );
+
+-- Which forecaster's numbers `forecasted_*` hold: the Spark model, or `naive` (persistence) when the model lost
+-- to persistence on the run's holdout (see README "Forecasting"). NULL for rows never forecast.
+ALTER TABLE pool_daily_metrics ADD COLUMN IF NOT EXISTS forecast_model text;
+
+-- Observations the forecast job found implausible (README "Plausibility quarantine"): kept out of the
+-- forecasters' training and features, never removed from pool_daily_metrics. One row per run that flagged it.
+CREATE TABLE IF NOT EXISTS pool_observation_quarantine (
+    pool_id      text NOT NULL,
+    date         date NOT NULL,
+    column_name  text NOT NULL,
+    run_id       text NOT NULL,
+    value        double precision,
+    reference    double precision,
+    reason       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pool_id, date, column_name, run_id)
+);

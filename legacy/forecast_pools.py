@@ -425,6 +425,16 @@ def ensure_forecast_table(conn: PgConnection, target_table: str) -> None:
         cur.execute(statement)
 
 
+def create_forecast_table(config: DbConfig, target_table: str) -> None:
+    """Creates ``target_table`` (empty) if missing: a staging table the promotion can read with no forecast."""
+    engine = create_engine(config.sqlalchemy_url())
+    try:
+        with engine.begin() as conn:
+            ensure_forecast_table(conn.connection.driver_connection, target_table)
+    finally:
+        engine.dispose()
+
+
 def _nullable(value: float) -> float | None:
     # psycopg2 would send NaN as 'NaN'::float; a forecast that could not be made is NULL.
     return None if math.isnan(value) else float(value)

@@ -45,8 +45,8 @@ class LocalTarget:
         return SparkStep(task)
 
     def forecast(
-        self, *, database_url, password_secret, run_id, staging_table, backtest_table, model_dir, as_of,
-        holdout_as_of, train_days, batch_id,
+        self, *, database_url, password_secret, run_id, staging_table, backtest_table, quarantine_table, model_dir,
+        as_of, holdout_as_of, train_days, batch_id,
     ) -> SparkStep:  # fmt: skip
         from components.run_spark_job import run_forecast_local
 
@@ -56,6 +56,7 @@ class LocalTarget:
             run_id=run_id,
             staging_table=staging_table,
             backtest_table=backtest_table,
+            quarantine_table=quarantine_table,
             model_dir=model_dir,
             as_of=as_of,
             holdout_as_of=holdout_as_of,
@@ -126,11 +127,11 @@ class VertexTarget:
         return self._batch("pool_metrics", batch_id, args)
 
     def forecast(
-        self, *, database_url, password_secret, run_id, staging_table, backtest_table, model_dir, as_of,
-        holdout_as_of, train_days, batch_id,
+        self, *, database_url, password_secret, run_id, staging_table, backtest_table, quarantine_table, model_dir,
+        as_of, holdout_as_of, train_days, batch_id,
     ) -> SparkStep:  # fmt: skip
         args = ["--run-id", run_id, "--staging-table", staging_table, "--backtest-table", backtest_table,
-                "--model-dir", model_dir, "--as-of", as_of, "--holdout-as-of", holdout_as_of,
-                "--train-days", train_days, "--database-url", database_url,
-                "--password-secret", password_secret]  # fmt: skip
+                "--quarantine-table", quarantine_table, "--with-naive", "--model-dir", model_dir,
+                "--as-of", as_of, "--holdout-as-of", holdout_as_of, "--train-days", train_days,
+                "--database-url", database_url, "--password-secret", password_secret]  # fmt: skip
         return self._batch("forecast", batch_id, args)
