@@ -15,10 +15,11 @@ everything back: the targets are untouched and the staging tables are kept for i
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
+from database.promote import upsert_sql
 from spark_src.common.config import DbConfig
+from spark_src.common.sql import check_identifiers, transaction
 
 log = logging.getLogger(__name__)
 
@@ -27,36 +28,6 @@ HISTORY_TABLE = "pool_forecast_history"
 QUARANTINE_TABLE = "pool_observation_quarantine"
 HISTORY_KEY = ["pool_id", "forecast_date", "model", "run_id"]
 QUARANTINE_KEY = ["pool_id", "date", "column_name", "run_id"]
-
-
-_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-
-def check_identifiers(*names: str) -> None:
-    for name in names:
-        if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-            raise ValueError(f"not a plain lower-case SQL identifier: {name!r}")
-
-
-def upsert_sql(staging_table: str, target_table: str, key_columns: list[str], update_columns: list[str]) -> str:
-    """INSERT … ON CONFLICT DO UPDATE of the rows whose ``update_columns`` differ; counts inserted, updated."""
-    check_identifiers(staging_table, target_table, *key_columns, *update_columns)
-    column_list = ", ".join(f'"{c}"' for c in [*key_columns, *update_columns])
-    keys = ", ".join(f'"{c}"' for c in key_columns)
-    target_values = ", ".join(f't."{c}"' for c in update_columns)
-    new_values = ", ".join(f'EXCLUDED."{c}"' for c in update_columns)
-    assignments = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in update_columns)
-    return f"""
-        WITH upserted AS (
-            INSERT INTO "{target_table}" AS t ({column_list})
-            SELECT {column_list} FROM "{staging_table}"
-            ON CONFLICT ({keys}) DO UPDATE SET {assignments}, updated_at = now()
-            WHERE ROW({target_values}) IS DISTINCT FROM ROW({new_values})
-            RETURNING (xmax = 0) AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated
-        FROM upserted
-    """
 
 
 @dataclass(frozen=True)
@@ -114,31 +85,25 @@ def promote_forecasts(
         ValueError: a name is not a plain identifier; RuntimeError: a staging table is missing, or the chosen
         model has no staged forecast (nothing is written then).
     """
-    from sqlalchemy import create_engine
-
     tables = [forecast_table, *backtest_tables, *([quarantine_table] if quarantine_table else [])]
     check_identifiers(*tables)
-    engine = create_engine(db.sqlalchemy_url())
-    try:
-        with engine.begin() as conn:
+    with transaction(db) as conn:
+        for table in tables:
+            if not _exists(conn, table):
+                raise RuntimeError(f"staging table {table} does not exist; nothing promoted")
+        staged, rejected, inserted, updated = _promote_chosen(conn, run_id, model, forecast_table, apy_bounds)
+        history_rows = sum(
+            _upsert(conn, table, HISTORY_TABLE, HISTORY_KEY, ["as_of", "forecasted_apy", "forecasted_tvl"])
+            for table in [forecast_table, *backtest_tables]
+        )
+        quarantine_rows = (
+            _upsert(conn, quarantine_table, QUARANTINE_TABLE, QUARANTINE_KEY, ["value", "reference", "reason"])
+            if quarantine_table
+            else 0
+        )
+        if drop_staging:
             for table in tables:
-                if not _exists(conn, table):
-                    raise RuntimeError(f"staging table {table} does not exist; nothing promoted")
-            staged, rejected, inserted, updated = _promote_chosen(conn, run_id, model, forecast_table, apy_bounds)
-            history_rows = sum(
-                _upsert(conn, table, HISTORY_TABLE, HISTORY_KEY, ["as_of", "forecasted_apy", "forecasted_tvl"])
-                for table in [forecast_table, *backtest_tables]
-            )
-            quarantine_rows = (
-                _upsert(conn, quarantine_table, QUARANTINE_TABLE, QUARANTINE_KEY, ["value", "reference", "reason"])
-                if quarantine_table
-                else 0
-            )
-            if drop_staging:
-                for table in tables:
-                    conn.exec_driver_sql(f'DROP TABLE "{table}"')
-    finally:
-        engine.dispose()
+                conn.exec_driver_sql(f'DROP TABLE "{table}"')
     promotion = ForecastPromotion(model, staged, inserted, updated, rejected, history_rows, quarantine_rows)
     log.info("forecasts of run %s promoted: %s", run_id, promotion.as_dict())
     return promotion

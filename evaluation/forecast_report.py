@@ -68,7 +68,10 @@ def _table(header: list, body: list) -> str:
 def title(evaluation: Evaluation, gate_enabled: bool) -> str:
     if evaluation.empty_targets:
         return "Forecast evaluation: nothing to evaluate"
-    verdict = ("PASS" if evaluation.gate_pass else "FAIL") + ("" if gate_enabled else " (gate disabled)")
+    promoted = evaluation.promoted_model(gate_enabled)
+    verdict = f"promoted {promoted}" + ("" if gate_enabled else " (gate disabled)")
+    if evaluation.promoted(gate_enabled) == "naive":
+        verdict += ": the model lost, tomorrow's forecast is persistence"
     return f"Forecast evaluation: {verdict}"
 
 
@@ -102,9 +105,15 @@ def score_tables(evaluation: Evaluation) -> list[str]:
         ],
     )
     counts = _table(
-        ["target", "rows scored", "rows dropped", *(f"missing {names[m]}" for m in MODELS)],
+        ["target", "rows scored", "rows dropped", "actual quarantined", *(f"missing {names[m]}" for m in MODELS)],
         [
-            [t.upper(), evaluation.rows[t], evaluation.dropped[t], *(evaluation.missing[m, t] for m in MODELS)]
+            [
+                t.upper(),
+                evaluation.rows[t],
+                evaluation.dropped[t],
+                evaluation.quarantined[t],
+                *(evaluation.missing[m, t] for m in MODELS),
+            ]
             for t in TARGETS
         ],
     )
@@ -175,8 +184,9 @@ def render_html(evaluation: Evaluation, gate_enabled: bool) -> str:
     body = [
         f"<p>Run <code>{html.escape(request.run_id)}</code>, holdout as-of dates {html.escape(dates)} (forecast "
         "dates the days after). A row is scored for a target when its actual and all three forecasts of that "
-        "target exist; the naive forecast is the actual of the as-of date.</p>",
-        f"<p><strong>{html.escape(evaluation.message())}</strong></p>",
+        "target exist and the actual is not quarantined; the naive forecast is the pool's clean value of the as-of "
+        "date.</p>",
+        f"<p><strong>{html.escape(evaluation.message(gate_enabled))}</strong></p>",
     ]
     if evaluation.empty_targets:
         body += ["<h2>Coverage</h2>", coverage_table(evaluation)]

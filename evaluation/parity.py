@@ -1,9 +1,12 @@
 """Parity of the Spark pool-metrics job with the legacy pandas job: a run's staging table against the legacy
 shadow table, cell by cell, inside PostgreSQL; only aggregates and the worst differing cells come back.
 
-A cell matches when ``|spark - legacy| <= rel_tol * max(|spark|, |legacy|) + abs_tol``; NULL matches only
-NULL, and NaN or +-Infinity match only the same value. :func:`compare` runs the SQL; :class:`Comparison` (the
-verdict, the metrics) and :func:`render_markdown` are pure.
+A cell matches when ``|spark - legacy| <= rel_tol * scale + abs_tol``; NULL matches only NULL, and NaN or
++-Infinity match only the same value. The scale is max(|spark|, |legacy|), except for the day-over-day
+differences (:data:`DERIVED_OPERANDS`), whose scale is their operands' magnitude max(|x_d|, |x_d-1|) over both
+sides: a difference of two large floats is only as exact as they are (a 1e9 APY makes stddevs ~1.8e8, whose
+float64 spacing is 3e-8, so their difference cannot agree to 1e-9 of its own size). :func:`compare` runs the
+SQL; :class:`Comparison` (the verdict, the metrics) and :func:`render_markdown` are pure.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ from dataclasses import dataclass, field
 
 from spark_src.common.config import DbConfig
 from spark_src.common.sql import check_identifiers, transaction
+
+#: Derived columns: x_d - x_{d-1} of the column named here; x_{d-1} = x_d - the difference, so both operands are
+#: read from the row itself.
+DERIVED_OPERANDS = {
+    "apy_delta_today_yesterday": "actual_apy",
+    "stddev_apy_7d_delta": "stddev_apy_7d",
+    "stddev_apy_30d_delta": "stddev_apy_30d",
+}
 
 SKIPPED_REPORT = "# Metrics parity: SKIPPED\n\nThe comparison with legacy is off for this run.\n"
 
@@ -67,7 +78,16 @@ def joined_sql(request: Request) -> str:
     # Metric columns travel under positional names (s0/l0, s1/l1, ...): "s_" + a 63-character column name would
     # be truncated by PostgreSQL. The cast makes a numeric staging column comparable too.
     casts = ", ".join(f'CAST("{c}" AS double precision) AS m{i}' for i, c in enumerate(request.columns))
-    pairs = ", ".join(f"s.m{i} AS s{i}, l.m{i} AS l{i}" for i in range(len(request.columns)))
+    operands = ", ".join(
+        f'CAST("{DERIVED_OPERANDS[c]}" AS double precision) AS o{i}'
+        if c in DERIVED_OPERANDS
+        else f"CAST(NULL AS double precision) AS o{i}"
+        for i, c in enumerate(request.columns)
+    )
+    casts = f"{casts}, {operands}"
+    pairs = ", ".join(
+        f"s.m{i} AS s{i}, l.m{i} AS l{i}, s.o{i} AS so{i}, l.o{i} AS lo{i}" for i in range(len(request.columns))
+    )
     return f"""
         CREATE TEMPORARY TABLE parity_joined ON COMMIT DROP AS
         SELECT coalesce(s.pool_id, l.pool_id) AS pool_id, coalesce(s.date, l.date) AS date,
@@ -103,18 +123,29 @@ def compared_sql(columns: list[str]) -> str:
     arithmetic means nothing otherwise (Infinity - 1 is within Infinity * rel_tol). ``both_finite`` is NULL
     when a side is NULL, which falls through to the CASE's ELSE: a value against NULL.
     """
-    unpivot = ", ".join(f"({i}, '{c}', s{i}, l{i})" for i, c in enumerate(columns))
+    unpivot = ", ".join(f"({i}, '{c}', s{i}, l{i}, so{i}, lo{i})" for i, c in enumerate(columns))
+    # A derived difference's operands x_d and x_d - difference, on both sides; greatest() skips NULLs, so a
+    # plain column (no operand) falls back to its own values.
+    operand_scale = (
+        "greatest(abs(spark_operand), abs(legacy_operand), abs(spark_operand - spark_value), "
+        "abs(legacy_operand - legacy_value))"
+    )
     return f"""
         WITH cells AS (
-            SELECT j.pool_id, j.date, c.position, c.column_name, c.spark_value, c.legacy_value,
+            SELECT j.pool_id, j.date, c.position, c.column_name, c.spark_value, c.legacy_value, c.spark_operand,
+                   c.legacy_operand,
                    abs(c.spark_value) < 'Infinity' AND abs(c.legacy_value) < 'Infinity' AS both_finite
             FROM parity_joined AS j
-            CROSS JOIN LATERAL (VALUES {unpivot}) AS c (position, column_name, spark_value, legacy_value)
+            CROSS JOIN LATERAL (VALUES {unpivot})
+                AS c (position, column_name, spark_value, legacy_value, spark_operand, legacy_operand)
             WHERE j.in_spark AND j.in_legacy
         ), diffs AS (
             SELECT *,
                    CASE WHEN both_finite THEN abs(spark_value - legacy_value) END AS abs_diff,
-                   CASE WHEN both_finite THEN greatest(abs(spark_value), abs(legacy_value)) END AS scale
+                   CASE WHEN both_finite THEN coalesce(
+                       CASE WHEN abs({operand_scale}) < 'Infinity' THEN {operand_scale} END,
+                       greatest(abs(spark_value), abs(legacy_value))
+                   ) END AS scale
             FROM cells
         ), compared AS (
             SELECT *,
@@ -131,7 +162,7 @@ def compared_sql(columns: list[str]) -> str:
 
 def per_column_sql(columns: list[str]) -> str:
     return f"""{compared_sql(columns)}
-        SELECT column_name, max(abs_diff), max(rel_diff), count(*) FILTER (WHERE mismatched)
+        SELECT column_name, max(abs_diff), max(rel_diff), count(*) FILTER (WHERE mismatched), max(scale)
         FROM compared GROUP BY position, column_name ORDER BY position
     """
 
@@ -139,7 +170,7 @@ def per_column_sql(columns: list[str]) -> str:
 def worst_sql(columns: list[str]) -> str:
     # NULL relative differences (a value against NULL, NaN or Infinity) are the worst of all: listed first.
     return f"""{compared_sql(columns)}
-        SELECT pool_id, date, column_name, spark_value, legacy_value, abs_diff, rel_diff
+        SELECT pool_id, date, column_name, spark_value, legacy_value, abs_diff, rel_diff, scale
         FROM compared WHERE mismatched
         ORDER BY rel_diff DESC NULLS FIRST, abs_diff DESC NULLS FIRST, pool_id, date, position
         LIMIT :limit
@@ -148,9 +179,9 @@ def worst_sql(columns: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    """What the comparison found. ``per_column``: column -> (max abs diff, max rel diff, mismatched cells), the
-    differences None when the column had no pair of finite values; ``worst``: (pool_id, date, column, spark,
-    legacy, abs diff, rel diff) rows; ``missing``: (pool_id, date, in_spark) keys only one side has."""
+    """What the comparison found. ``per_column``: column -> (max abs diff, max rel diff, mismatched cells, max
+    scale), None when the column had no pair of finite values; ``worst``: (pool_id, date, column, spark, legacy,
+    abs diff, rel diff, scale) rows; ``missing``: (pool_id, date, in_spark) keys only one side has."""
 
     request: Request
     rows_compared: int
@@ -162,7 +193,7 @@ class Comparison:
 
     def stats(self, column: str) -> tuple:
         # A column without any compared row has no difference to report.
-        return tuple(self.per_column.get(column, (None, None, 0)))
+        return tuple(self.per_column.get(column, (None, None, 0, None)))
 
     @property
     def cells_mismatched(self) -> int:
@@ -189,7 +220,7 @@ class Comparison:
             "parity_cells_mismatched": float(self.cells_mismatched),
         }
         for c in self.request.columns:
-            max_abs, max_rel, _ = self.stats(c)
+            max_abs, max_rel = self.stats(c)[:2]
             found[f"parity_max_abs_diff_{c}"] = float(max_abs or 0.0)
             found[f"parity_max_rel_diff_{c}"] = float(max_rel or 0.0)
         found["parity_pass"] = 1.0 if self.passed else 0.0
@@ -268,8 +299,12 @@ def render_markdown(comparison: Comparison) -> str:
         f"# Metrics parity: {c.verdict.upper()}",
         "",
         f"Spark `{request.spark_table}` against legacy `{request.legacy_table}`, {span}. A cell matches when "
-        f"`|spark - legacy| <= rel_tol * max(|spark|, |legacy|) + abs_tol` (rel_tol {request.rel_tol:g}, abs_tol "
-        f"{request.abs_tol:g}); NULL matches only NULL.",
+        f"`|spark - legacy| <= rel_tol * scale + abs_tol` (rel_tol {request.rel_tol:g}, abs_tol "
+        f"{request.abs_tol:g}); NULL matches only NULL. The scale is `max(|spark|, |legacy|)`, but for a "
+        "day-over-day difference x_d - x_d-1 ("
+        + ", ".join(f"`{c}` of `{o}`" for c, o in DERIVED_OPERANDS.items())
+        + ") it is its operands' `max(|x_d|, |x_d-1|)` on both sides: the difference of two large numbers is only "
+        "as exact as they are.",
         "",
     ]
     if c.rows_compared == 0 and c.missing_in_spark == 0 and c.missing_in_legacy == 0:
@@ -284,10 +319,11 @@ def render_markdown(comparison: Comparison) -> str:
         "",
         "## Per column",
         "",
-        "| column | max abs diff | max rel diff | mismatched cells |",
-        "|---|---:|---:|---:|",
+        "| column | max abs diff | max rel diff | mismatched cells | max scale |",
+        "|---|---:|---:|---:|---:|",
         *(
-            f"| {col} | {_diff(c.stats(col)[0])} | {_diff(c.stats(col)[1])} | {c.stats(col)[2]} |"
+            f"| {col} | {_diff(c.stats(col)[0])} | {_diff(c.stats(col)[1])} | {c.stats(col)[2]} "
+            f"| {_diff((*c.stats(col), None)[3])} |"
             for col in request.columns
         ),
         "",
@@ -296,11 +332,12 @@ def render_markdown(comparison: Comparison) -> str:
         lines += [
             f"## Worst differing cells ({len(c.worst)} of {c.cells_mismatched})",
             "",
-            "| pool_id | date | column | spark | legacy | abs diff | rel diff |",
-            "|---|---|---|---:|---:|---:|---:|",
+            "| pool_id | date | column | spark | legacy | abs diff | rel diff | scale |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
             *(
-                f"| {_cell(p)} | {_cell(d)} | {col} | {_cell(s)} | {_cell(lv)} | {_diff(a)} | {_diff(r)} |"
-                for p, d, col, s, lv, a, r in c.worst
+                f"| {_cell(p)} | {_cell(d)} | {col} | {_cell(s)} | {_cell(lv)} | {_diff(a)} | {_diff(r)} "
+                f"| {_diff((*scale, None)[0])} |"
+                for p, d, col, s, lv, a, r, *scale in c.worst
             ),
             "",
         ]

@@ -427,12 +427,8 @@ def ensure_forecast_table(conn: PgConnection, target_table: str) -> None:
 
 def create_forecast_table(config: DbConfig, target_table: str) -> None:
     """Creates ``target_table`` (empty) if missing: a staging table the promotion can read with no forecast."""
-    engine = create_engine(config.sqlalchemy_url())
-    try:
-        with engine.begin() as conn:
-            ensure_forecast_table(conn.connection.driver_connection, target_table)
-    finally:
-        engine.dispose()
+    with transaction(config) as conn:
+        ensure_forecast_table(conn.connection.driver_connection, target_table)
 
 
 def _nullable(value: float) -> float | None:

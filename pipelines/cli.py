@@ -115,6 +115,21 @@ def _print_run_range(run: LocalRun) -> None:
         click.echo(f"run range ({meta['mode']}): {meta['start']}..{meta['end']}, {meta['days']} days: {meta['reason']}")
 
 
+def _print_evaluation(meta: dict) -> None:
+    """The forecast gate's scores on the holdout, and what it promoted when the model lost."""
+    rows = meta.get("forecast_rows_evaluated_apy")
+    click.echo(f"forecast evaluation on {rows} holdout rows (next-day APY, percentage points):")
+    for name in ("spark", "legacy", "naive"):
+        click.echo(
+            f"  {name:<7} MAE {meta.get(f'forecast_{name}_apy_mae', float('nan')):.4f}  "
+            f"RMSE {meta.get(f'forecast_{name}_apy_rmse', float('nan')):.4f}  "
+            f"WAPE {meta.get(f'forecast_{name}_apy_wape', float('nan')):.4f}   "
+            f"TVL WAPE {meta.get(f'forecast_{name}_tvl_wape', float('nan')):.4f}"
+        )
+    if meta.get("forecast_promoted_naive") == 1:
+        click.secho("forecast gate: the model lost; tomorrow's forecasts are persistence (model = naive)", fg="yellow")
+
+
 def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
     from pipelines.pool_pipeline import METRICS_TABLE  # kfp loads in a second: only once a run is there
 
@@ -146,9 +161,14 @@ def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> Non
         promoted = run.promotion(staging, METRICS_TABLE)
         if promoted:
             meta = _counts(promoted.metadata)
+            chosen = (
+                f" (model {meta['model']}, {meta['rejected_implausible']} refused as implausible)"
+                if ("model" in meta)
+                else ""
+            )
             click.echo(
                 f"upsert of {label} into {meta['table']}: {meta['inserted']} inserted, {meta['updated']} updated, "
-                f"{meta['unchanged']} unchanged"
+                f"{meta['unchanged']} unchanged{chosen}"
             )
     forecast = run.find("forecasts")
     model = forecast and run.sibling(forecast, "model")
@@ -156,20 +176,12 @@ def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> Non
         meta = _counts(forecast.metadata)
         click.echo(
             f"forecast (SynapseML LightGBM): {meta['pools_forecast']} pools for {meta['forecast_date']} "
-            f"(as of {meta['as_of']}, {meta['training_rows']} training rows); model {model.uri}"
+            f"(as of {meta['as_of']}, {meta['training_rows']} training rows); model {model.uri}; quarantined "
+            f"{meta.get('quarantined', {})}, {meta.get('pools_not_forecast_quarantined', 0)} pools not forecast"
         )
     evaluation = run.find("forecast_metrics")
     if evaluation:
-        meta = _counts(evaluation.metadata)
-        rows = meta.get("forecast_rows_evaluated_apy")
-        click.echo(f"forecast evaluation on {rows} holdout rows (next-day APY, percentage points):")
-        for name in ("spark", "legacy", "naive"):
-            click.echo(
-                f"  {name:<7} MAE {meta.get(f'forecast_{name}_apy_mae', float('nan')):.4f}  "
-                f"RMSE {meta.get(f'forecast_{name}_apy_rmse', float('nan')):.4f}  "
-                f"WAPE {meta.get(f'forecast_{name}_apy_wape', float('nan')):.4f}   "
-                f"TVL WAPE {meta.get(f'forecast_{name}_tvl_wape', float('nan')):.4f}"
-            )
+        _print_evaluation(_counts(evaluation.metadata))
     if fingerprint:
         click.echo(f"pool_daily_metrics: {fingerprint[0]} rows, md5 {fingerprint[1]}")
     click.echo(f"run folder: {run.root}")

@@ -3,9 +3,10 @@
     run context ─> run range ─┬─> pool metrics (Spark) ───────────┬─> parity gate ─> upsert pool_daily_metrics ─┐
                               └─> legacy metrics (pandas, shadow) ─┘                                            │
     ┌───────────────────────────────────────────────────────────────────────────────────────────────────────────┘
-    └─> forecast dates ─┬─> forecast (Spark, SynapseML) ─> upsert forecasts ─> upsert history ─┬─> evaluation
-                        └─> legacy forecast (pandas, holdout dates) ─────────────────────────────┘   │
-                                                                                   log to experiment <┘
+    └─> forecast dates ─┬─> forecast (Spark, SynapseML; staged: model + naive, backtests, quarantine) ─┐
+                        └─> legacy forecast (pandas, holdout dates; staged) ─────────────────────────┴─> evaluation
+        (chooses the Spark model or naive) ─> promote forecasts (pool_daily_metrics, history, quarantine)
+                                           └> log to experiment
     + lineage: a Dataset per source, staging and target table, a Model for the forecast model.
 
 The run range fixes the days the metrics steps compute: incremental by default (from the last promoted day
@@ -26,6 +27,7 @@ from kfp import dsl
 from components.evaluate_forecasts import evaluate_forecasts
 from components.evaluate_metrics_parity import evaluate_metrics_parity
 from components.log_experiment import log_run_to_experiment
+from components.promote_forecasts import promote_forecasts
 from components.record_lineage import record_model, record_table
 from components.resolve_forecast_dates import resolve_forecast_dates
 from components.resolve_run_range import resolve_run_range
@@ -34,7 +36,6 @@ from components.run_legacy_forecast import run_legacy_forecast
 from components.run_legacy_metrics import run_legacy_metrics
 from components.upsert_staging import upsert_staging
 from pipelines.targets import LocalTarget, SparkStep, VertexTarget
-from spark_src.common.columns import FORECAST_COLUMNS as _FORECAST_COLUMNS
 from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
 
 METRIC_COLUMNS = list(_METRIC_COLUMNS)
@@ -43,8 +44,7 @@ PIPELINE_NAME = "defi-pool-metrics"
 METRICS_TABLE = "pool_daily_metrics"
 LEGACY_SHADOW_TABLE = "pool_daily_metrics_legacy"
 FORECAST_HISTORY_TABLE = "pool_forecast_history"
-FORECAST_COLUMNS = list(_FORECAST_COLUMNS)
-HISTORY_KEY = ["pool_id", "forecast_date", "model", "run_id"]
+QUARANTINE_TABLE = "pool_observation_quarantine"
 SOURCE_TABLES = {  # table -> its time column for the lineage date range
     "raw_defillama_pool_history": "timestamp",
     "raw_coinmarketcap_ohlcv": "data_timestamp",
@@ -66,10 +66,9 @@ class BusinessSteps:
     metrics: SparkStep
     promote_metrics: dsl.PipelineTask
     forecast: SparkStep
-    promote_forecasts: dsl.PipelineTask
-    forecast_history: dsl.PipelineTask
-    backtest_history: dsl.PipelineTask
+    legacy_forecast: dsl.PipelineTask
     evaluation: dsl.PipelineTask
+    promote_forecasts: dsl.PipelineTask
 
 
 def record_lineage(
@@ -121,18 +120,28 @@ def record_lineage(
             upstream=metrics_target.outputs["dataset"],
             batch_resources=steps.forecast.batch_resources,
         ).after(steps.forecast.task)
-        for output, label in (("forecast_staging_table", "forecast"), ("backtest_staging_table", "backtest"))
+        for output, label in (
+            ("forecast_staging_table", "forecast"),
+            ("backtest_staging_table", "backtest"),
+            ("quarantine_staging_table", "quarantine"),
+        )
     ]
-    steps.promote_forecasts.after(*forecast_staging)
-    steps.backtest_history.after(*forecast_staging)
+    legacy_staging = table(
+        context.outputs["legacy_backtest_staging_table"],
+        "staging",
+        "legacy backtest staging",
+        upstream=metrics_target.outputs["dataset"],
+    ).after(steps.legacy_forecast)
+    steps.promote_forecasts.after(*forecast_staging, legacy_staging)
 
-    for name, column, upstream in (
-        (METRICS_TABLE, "date", model),
-        (FORECAST_HISTORY_TABLE, "forecast_date", steps.evaluation),
+    for name, column in (
+        (METRICS_TABLE, "date"),
+        (FORECAST_HISTORY_TABLE, "forecast_date"),
+        (QUARANTINE_TABLE, "date"),
     ):
         table(
             name, "target", f"{name} (forecasts)", upstream=metrics_target.outputs["dataset"], time_column=column
-        ).after(upstream, steps.promote_forecasts, steps.forecast_history)
+        ).after(model, steps.promote_forecasts)
 
 
 def build_pipeline(target: LocalTarget | VertexTarget):
@@ -182,8 +191,9 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             train_days: Training window of the forecasters, in days.
             holdout_days: Backtest as-of dates before as_of on which Spark, legacy and naive are scored.
             legacy_n_trials: Optuna trials of the legacy forecaster.
-            forecast_gate_enabled: Fail the run when the Spark model's APY MAE exceeds legacy's by more than
-                ``forecast_gate_tolerance`` (relative).
+            forecast_gate_enabled: Promote the Spark model's forecasts only when its holdout APY MAE is at most
+                naive's and at most legacy's x (1 + ``forecast_gate_tolerance``), else promote naive persistence
+                (``model = naive``); False: promote Spark's without comparing.
             forecast_gate_tolerance: Allowed relative excess of the Spark APY MAE over the legacy one.
             model_root: Where model directories go (``gs://…`` on Vertex); empty for ``.local/models``.
             experiment: Vertex AI Experiment to log the run to (scheduled runs); empty: none.
@@ -198,6 +208,8 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         metrics_staging = context.outputs["metrics_staging_table"]
         forecast_staging = context.outputs["forecast_staging_table"]
         backtest_staging = context.outputs["backtest_staging_table"]
+        legacy_staging = context.outputs["legacy_backtest_staging_table"]
+        quarantine_staging = context.outputs["quarantine_staging_table"]
 
         # --- the run's days: the Spark job, the legacy shadow and the parity gate cover the same ------------
         run_range = _db_step(resolve_run_range(**db, mode=mode, start=start, end=end, late_days=late_days), "run range")
@@ -258,6 +270,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             run_id=run_id,
             staging_table=forecast_staging,
             backtest_table=backtest_staging,
+            quarantine_table=quarantine_staging,
             model_dir=context.outputs["model_dir"],
             as_of=dates.outputs["as_of"],
             holdout_as_of=dates.outputs["holdout_as_of"],
@@ -270,58 +283,37 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 **db,
                 run_id=run_id,
                 holdout_as_of=dates.outputs["holdout_as_of"],
-                history_table=FORECAST_HISTORY_TABLE,
+                staging_table=legacy_staging,
                 train_days=train_days,
                 n_trials=legacy_n_trials,
             ),
             "legacy forecast (holdout dates)",
         )
-        promote_forecasts = _db_step(
-            upsert_staging(
-                **db,
-                staging_table=forecast_staging,
-                target_table=METRICS_TABLE,
-                update_columns=FORECAST_COLUMNS,
-                run_id=run_id,
-                drop_staging=False,  # the history upsert reads it next
-            ),
-            "upsert forecasts into pool_daily_metrics",
-        ).after(forecast.task)
-        forecast_history = _db_step(
-            upsert_staging(
-                **db,
-                staging_table=forecast_staging,
-                target_table=FORECAST_HISTORY_TABLE,
-                key_columns=HISTORY_KEY,
-                update_columns=["as_of", *FORECAST_COLUMNS],
-                run_id=run_id,
-            ),
-            "upsert forecasts into history",
-        ).after(promote_forecasts)
-        backtest_history = _db_step(
-            upsert_staging(
-                **db,
-                staging_table=backtest_staging,
-                target_table=FORECAST_HISTORY_TABLE,
-                key_columns=HISTORY_KEY,
-                update_columns=["as_of", *FORECAST_COLUMNS],
-                run_id=run_id,
-            ),
-            "upsert backtests into history",
-        ).after(forecast.task)
-        for promotion in (promote_forecasts, forecast_history, backtest_history):
-            target.retry(promotion)  # one transaction each: all or nothing
         evaluation = _db_step(
             evaluate_forecasts(
                 **db,
                 run_id=run_id,
                 holdout_as_of=dates.outputs["holdout_as_of"],
-                history_table=FORECAST_HISTORY_TABLE,
+                forecast_table=backtest_staging,
+                legacy_table=legacy_staging,
+                quarantine_table=quarantine_staging,
                 gate_enabled=forecast_gate_enabled,
                 gate_tolerance=forecast_gate_tolerance,
             ),
-            "forecast evaluation: Spark vs legacy vs naive",
-        ).after(backtest_history, legacy_forecast, forecast_history)
+            "forecast gate: Spark vs legacy vs naive",
+        ).after(forecast.task, legacy_forecast)
+        promotion = _db_step(
+            promote_forecasts(
+                **db,
+                run_id=run_id,
+                model=evaluation.outputs["promoted_model"],
+                forecast_table=forecast_staging,
+                backtest_tables=[backtest_staging, legacy_staging],
+                quarantine_table=quarantine_staging,
+            ),
+            "promote forecasts",
+        )
+        target.retry(promotion)  # one transaction: all or nothing
         log_run_to_experiment(
             experiment=experiment,
             project=project,
@@ -349,10 +341,9 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 metrics=metrics,
                 promote_metrics=promote_metrics,
                 forecast=forecast,
-                promote_forecasts=promote_forecasts,
-                forecast_history=forecast_history,
-                backtest_history=backtest_history,
+                legacy_forecast=legacy_forecast,
                 evaluation=evaluation,
+                promote_forecasts=promotion,
             ),
             retry=target.retry,
         )

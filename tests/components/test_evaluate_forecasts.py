@@ -68,7 +68,11 @@ EXPECTED = {
     "forecast_rows_dropped_apy": 0.0,
     "forecast_rows_dropped_tvl": 0.0,
     "forecast_holdout_dates": 2.0,
+    "forecast_rows_quarantined_apy": 0.0,
+    "forecast_rows_quarantined_tvl": 0.0,
     "forecast_gate_pass": 0.0,  # spark 1.0 > legacy 0.75 x 1.05 = 0.7875
+    "forecast_beats_naive": 1.0,  # spark 1.0 <= naive 1.5
+    "forecast_promoted_naive": 0.0,  # the component's gate is off by default: spark is promoted unjudged
 }
 # The spark model's APY MAE is 4/3 of the legacy one's: a tolerance of 0.5 lets it pass, 0.25 does not.
 PASSING_TOLERANCE = 0.5  # 0.75 x 1.5 = 1.125 >= 1.0
@@ -156,8 +160,8 @@ def test_rows_lacking_any_forecast_are_dropped_for_every_model(db, db_config, tm
 
     # The same numbers as the hand example; 3 rows (p3 x 2, p4 x 1) dropped from both targets.
     _assert_metrics(metrics, {**EXPECTED, "forecast_rows_dropped_apy": 3.0, "forecast_rows_dropped_tvl": 3.0})
-    # Counts per target: scored, dropped, missing spark, missing legacy (p3 x 2), missing naive (p4).
-    assert "<tr><td>APY</td><td>4</td><td>3</td><td>0</td><td>2</td><td>1</td></tr>" in report
+    # Counts per target: scored, dropped, quarantined, missing spark, missing legacy (p3 x 2), missing naive (p4).
+    assert "<tr><td>APY</td><td>4</td><td>3</td><td>0</td><td>0</td><td>2</td><td>1</td></tr>" in report
 
 
 def test_each_target_is_filtered_on_its_own_columns(db, db_config, tmp_path):
@@ -241,43 +245,57 @@ def test_a_forecast_made_from_other_as_of_data_is_not_next_day(db, db_config, tm
     assert metrics["forecast_spark_apy_mae"] == pytest.approx(2 / 3, rel=1e-12)
 
 
-def test_a_failing_gate_raises_after_writing_the_outputs(db, db_config, tmp_path):
+def test_a_model_that_fails_the_gate_hands_tomorrow_to_naive(db, db_config, tmp_path):
     _hand_example(db)
-    metrics, report = _outputs(tmp_path)
 
-    with pytest.raises(RuntimeError) as failure:
-        evaluate_forecasts.python_func(
-            database_url=db_config.url,
-            run_id="r1",
-            holdout_as_of=HOLDOUT,
-            forecast_metrics=metrics,
-            report=report,
-            gate_enabled=True,
-            gate_tolerance=FAILING_TOLERANCE,
-        )
+    summary, metrics, report = _run(db_config, tmp_path, gate_enabled=True, gate_tolerance=FAILING_TOLERANCE)
 
-    message = str(failure.value)
-    assert "\n" not in message
-    assert "forecast gate failed: APY MAE spark 1, legacy 0.75, naive 1.5" in message
-    assert "(1 + 0.25) = 0.9375" in message
-    _assert_metrics(metrics.metadata, EXPECTED)
-    written = Path(report.path).read_text()
-    assert "<h1>Forecast evaluation: FAIL</h1>" in written
-    assert '<img src="data:image/png;base64,' in written
+    assert summary.promoted_model == "naive"  # a lost comparison is not a failure: persistence is promoted
+    _assert_metrics(metrics, {**EXPECTED, "forecast_promoted_naive": 1.0})
+    assert (
+        "<h1>Forecast evaluation: promoted naive: the model lost, tomorrow&#x27;s forecast is persistence</h1>"
+        in report
+    )
+    assert "forecast gate: promoting naive: APY MAE spark 1, legacy 0.75, naive 1.5" in report
+    assert "(1 + 0.25) = 0.9375" in report and '<img src="data:image/png;base64,' in report
 
 
-def test_the_gate_passes_within_tolerance_and_never_raises_when_disabled(db, db_config, tmp_path):
+def test_the_model_is_promoted_when_it_passes_and_unjudged_when_the_gate_is_off(db, db_config, tmp_path):
     _hand_example(db)
 
     summary, metrics, report = _run(db_config, tmp_path, gate_enabled=True, gate_tolerance=PASSING_TOLERANCE)
-    assert metrics["forecast_gate_pass"] == 1.0
-    assert summary.spark_apy_mae == pytest.approx(1.0, rel=1e-12)
-    assert "<h1>Forecast evaluation: PASS</h1>" in report
+    assert (metrics["forecast_gate_pass"], metrics["forecast_promoted_naive"]) == (1.0, 0.0)
+    assert summary.spark_apy_mae == pytest.approx(1.0, rel=1e-12) and summary.promoted_model == SPARK
+    assert f"<h1>Forecast evaluation: promoted {SPARK}</h1>" in report
 
-    # Disabled, a failing comparison is still logged as such but does not raise.
-    _, metrics, report = _run(db_config, tmp_path, gate_tolerance=FAILING_TOLERANCE)
-    assert metrics["forecast_gate_pass"] == 0.0
-    assert "<h1>Forecast evaluation: FAIL (gate disabled)</h1>" in report
+    # Disabled, a failing comparison is still logged as such, and the model is promoted.
+    summary, metrics, report = _run(db_config, tmp_path, gate_tolerance=FAILING_TOLERANCE)
+    assert metrics["forecast_gate_pass"] == 0.0 and summary.promoted_model == SPARK
+    assert f"<h1>Forecast evaluation: promoted {SPARK} (gate disabled)</h1>" in report
+
+
+def test_staged_naive_forecasts_are_used_and_quarantined_actuals_are_not_scored(db, db_config, tmp_path):
+    _hand_example(db)
+    with db.begin() as conn:
+        # The job's staged persistence (the clean value of the as-of day): 4.5 for p1 on 08-25 instead of 5.
+        naive = [(key, apy, 0.0) for key, apy in zip(KEYS, [4.5, 4.0, 10.0, 12.0], strict=True)]
+        _forecasts(conn, "naive", naive)
+        conn.execute(
+            text(
+                "CREATE TABLE stg_quarantine_r1 (pool_id text, date date, column_name text, value double precision, "
+                "reference double precision, reason text, run_id text);"
+                "INSERT INTO stg_quarantine_r1 VALUES ('p2', '2026-08-26', 'actual_apy', 12.0, 1.0, 'apy_jump', 'r1')"
+            )
+        )
+
+    _, metrics, report = _run(db_config, tmp_path, quarantine_table="stg_quarantine_r1")
+
+    # Scored APY rows: p1 08-26, p1 08-27, p2 08-27. Naive errors 0.5, 2, 1; spark errors 1, 1, 0.
+    assert (metrics["forecast_rows_evaluated_apy"], metrics["forecast_rows_quarantined_apy"]) == (3.0, 1.0)
+    assert metrics["forecast_naive_apy_mae"] == pytest.approx(3.5 / 3, rel=1e-12)
+    assert metrics["forecast_spark_apy_mae"] == pytest.approx(2 / 3, rel=1e-12)
+    assert metrics["forecast_rows_evaluated_tvl"] == 4.0  # the quarantine flagged the APY only
+    assert "<th>actual quarantined</th>" in report
 
 
 def test_equal_maes_pass_the_gate_with_zero_tolerance(db, db_config, tmp_path):
@@ -339,7 +357,8 @@ def test_the_report_embeds_charts_names_the_models_and_escapes_text(db, db_confi
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ({"history_table": "pool_forecast_history; DROP TABLE pools"}, "identifier"),
+        ({"forecast_table": "pool_forecast_history; DROP TABLE pools"}, "identifier"),
+        ({"quarantine_table": "Quarantine"}, "identifier"),
         ({"metrics_table": "Pool_Daily_Metrics"}, "identifier"),
         ({"run_id": " "}, "run_id"),
         ({"holdout_as_of": ""}, "holdout_as_of is empty"),
@@ -359,7 +378,7 @@ def test_parameters_are_validated_before_touching_the_database(db_config, tmp_pa
 
 def test_a_missing_table_is_a_clear_error(db, db_config, tmp_path):
     with pytest.raises(RuntimeError, match="table forecasts_elsewhere does not exist"):
-        _run(db_config, tmp_path, history_table="forecasts_elsewhere")
+        _run(db_config, tmp_path, forecast_table="forecasts_elsewhere")
 
 
 def test_the_component_compiles_with_its_outputs(tmp_path):
@@ -369,4 +388,4 @@ def test_the_component_compiles_with_its_outputs(tmp_path):
     spec = yaml.safe_load(path.read_text())
     outputs = spec["components"]["comp-evaluate-forecasts"]["outputDefinitions"]
     assert set(outputs["artifacts"]) == {"forecast_metrics", "report"}
-    assert set(outputs["parameters"]) == {"spark_apy_mae", "legacy_apy_mae", "naive_apy_mae"}
+    assert set(outputs["parameters"]) == {"spark_apy_mae", "legacy_apy_mae", "naive_apy_mae", "promoted_model"}

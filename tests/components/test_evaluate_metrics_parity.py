@@ -271,3 +271,42 @@ def test_the_component_compiles_with_its_outputs(tmp_path):
     outputs = spec["components"]["comp-evaluate-metrics-parity"]["outputDefinitions"]
     assert set(outputs["artifacts"]) == {"parity", "report"}
     assert set(outputs["parameters"]) == {"verdict"}
+
+
+DELTAS = ["stddev_apy_30d_delta", "stddev_apy_7d_delta"]
+
+
+def test_a_spike_passes_on_the_scale_of_its_operands_and_a_real_mismatch_still_fails(db, db_config, tmp_path):
+    """A 1e9 APY makes the stddevs ~1.8e8 (float64 spacing 3e-8): the engines' deltas of those stddevs differ by
+    6e-8, both right to the operands' precision, and pass. A delta off by 1e-3 on operands ~100 fails."""
+    spiked = dict(stddev_apy_30d=1.8e8, stddev_apy_30d_delta=-0.0123)
+    legacy_delta = _row("p2", 2)["stddev_apy_7d_delta"]
+    spark_rows = [
+        _row("p1", 1),
+        _row("p1", 2, **spiked),
+        _row("p2", 1),
+        _row("p2", 2, stddev_apy_7d_delta=legacy_delta + 1e-3),
+    ]
+    legacy_rows = [
+        _row("p1", 1),
+        _row("p1", 2, stddev_apy_30d=1.8e8, stddev_apy_30d_delta=-0.0123 + 6e-8),
+        _row("p2", 1),
+        _row("p2", 2),
+    ]
+    _tables(db, spark_rows, legacy_rows)
+
+    verdict, metrics, report = _run(db_config, tmp_path, columns=DELTAS, fail_on_mismatch=False)
+
+    assert verdict == "fail" and metrics["parity_cells_mismatched"] == 1  # only p2's real mismatch
+    assert metrics["parity_max_abs_diff_stddev_apy_30d_delta"] == pytest.approx(6e-8, rel=1e-6)
+    assert f"| p2 | 2026-05-02 | stddev_apy_7d_delta | {legacy_delta + 1e-3!r} | {legacy_delta!r} |" in report
+    assert "| stddev_apy_30d_delta | 6e-08 |" in report and "1.8e+08 |" in report  # the scale is shown
+
+    # Without the 7d mismatch the spike's table passes.
+    with db.begin() as conn:
+        conn.execute(
+            text(f"UPDATE {SPARK} SET stddev_apy_7d_delta = :v WHERE pool_id = 'p2' AND date = '2026-05-02'"),
+            {"v": legacy_delta},
+        )
+    verdict, metrics, _ = _run(db_config, tmp_path, columns=DELTAS)
+    assert verdict == "pass" and metrics["parity_cells_mismatched"] == 0

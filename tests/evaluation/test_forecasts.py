@@ -51,7 +51,11 @@ EXPECTED = {
     "forecast_naive_tvl_mae": 57.5,
     "forecast_naive_tvl_rmse": math.sqrt(40500 / 4),
     "forecast_naive_tvl_wape": 230 / 2400,
+    "forecast_rows_quarantined_apy": 0.0,
+    "forecast_rows_quarantined_tvl": 0.0,
     "forecast_gate_pass": 0.0,  # spark 1.0 > legacy 0.75 x 1.05
+    "forecast_beats_naive": 1.0,  # spark 1.0 <= naive 1.5
+    "forecast_promoted_naive": 1.0,  # it beats naive but not legacy: naive is promoted
 }
 
 
@@ -70,9 +74,10 @@ def test_the_hand_example_scores_every_model_and_target():
     assert metrics == pytest.approx(EXPECTED, rel=1e-12)
     assert evaluation.apy_maes() == pytest.approx({"spark": 1.0, "legacy": 0.75, "naive": 1.5})
     assert evaluation.message() == (
-        "forecast gate failed: APY MAE spark 1, legacy 0.75, naive 1.5; spark may be at most legacy x (1 + 0.05) "
-        "= 0.7875"
+        "forecast gate: promoting naive: APY MAE spark 1, legacy 0.75, naive 1.5; spark is promoted when at most "
+        "naive and at most legacy x (1 + 0.05) = 0.7875"
     )
+    assert evaluation.promoted_model(gate_enabled=True) == "naive"
 
 
 def test_a_row_without_every_forecast_is_dropped_for_all_models_of_that_target_only():
@@ -107,13 +112,38 @@ def test_wape_is_left_out_when_the_actuals_sum_to_zero():
     assert metrics["forecast_spark_tvl_wape"] == pytest.approx(170 / 2400)
 
 
-def test_the_gate_passes_within_tolerance_and_is_only_enforced_when_enabled():
-    assert forecasts.score(_panel(), _request(gate_tolerance=0.5)).gate_pass  # 0.75 x 1.5 = 1.125 >= 1
+def test_the_model_is_promoted_when_it_beats_naive_within_the_legacy_tolerance():
+    passing = forecasts.score(_panel(), _request(gate_tolerance=0.5))  # 0.75 x 1.5 = 1.125 >= 1, naive 1.5
+    assert passing.gate_pass and passing.beats_naive
+    assert passing.promoted_model(gate_enabled=True) == "spark_lgbm_stacked"
+    assert passing.metrics()["forecast_promoted_naive"] == 0.0
     failing = forecasts.score(_panel(), _request(gate_tolerance=0.25))  # 0.75 x 1.25 = 0.9375 < 1
-    assert not failing.gate_pass
-    failing.check(gate_enabled=False)
-    with pytest.raises(RuntimeError, match="forecast gate failed"):
-        failing.check(gate_enabled=True)
+    assert not failing.gate_pass and failing.promoted_model(gate_enabled=True) == "naive"
+    # Disabled, the gate promotes the model unjudged; a lost comparison never fails the run.
+    assert failing.promoted_model(gate_enabled=False) == "spark_lgbm_stacked"
+    assert failing.message(gate_enabled=False).startswith("forecast gate: gate disabled, promoting spark_lgbm_stacked")
+    failing.check()
+
+
+def test_a_model_that_loses_to_naive_hands_tomorrow_to_naive():
+    # Spark now errs by 2 on every APY row (MAE 2) against naive's 1.5; legacy stays 0.75.
+    rows = [[*r[:5], r[3] + 2.0, *r[6:]] for r in ROWS]
+    evaluation = forecasts.score(_panel(rows), _request(gate_tolerance=10.0))
+    assert evaluation.gate_pass and not evaluation.beats_naive
+    assert evaluation.promoted_model(gate_enabled=True) == "naive"
+    assert evaluation.metrics()["forecast_promoted_naive"] == 1.0
+    title = "<title>Forecast evaluation: promoted naive: the model lost, tomorrow&#x27;s forecast is persistence"
+    assert title in render_html(evaluation, gate_enabled=True)
+
+
+def test_a_quarantined_actual_is_counted_and_not_scored():
+    panel = _panel().assign(quarantined_apy=[False, False, True, False], quarantined_tvl=False)
+    panel.loc[2, "actual_apy"] = None  # as read_panel returns it: the quarantined actual is NULL
+    evaluation = forecasts.score(panel, _request())
+    metrics = evaluation.metrics()
+    assert (metrics["forecast_rows_evaluated_apy"], metrics["forecast_rows_quarantined_apy"]) == (3.0, 1.0)
+    assert metrics["forecast_rows_dropped_apy"] == 0.0  # no actual: not a dropped row
+    assert metrics["forecast_spark_apy_mae"] == pytest.approx(2.0 / 3)  # errors 1, 1, 0
 
 
 def test_nothing_to_evaluate_says_which_source_was_missing_and_always_raises():
@@ -125,12 +155,14 @@ def test_nothing_to_evaluate_says_which_source_was_missing_and_always_raises():
         "forecast_holdout_dates": 2.0,
         "forecast_rows_evaluated_apy": 0.0,
         "forecast_rows_dropped_apy": 4.0,
+        "forecast_rows_quarantined_apy": 0.0,
         "forecast_rows_evaluated_tvl": 4.0,
         "forecast_rows_dropped_tvl": 0.0,
+        "forecast_rows_quarantined_tvl": 0.0,
     }
     assert evaluation.message().endswith("no rows for APY spark_lgbm_stacked on as-of 2026-08-25, 2026-08-26")
     with pytest.raises(RuntimeError, match="nothing to evaluate for run r1: no APY row"):
-        evaluation.check(gate_enabled=False)
+        evaluation.check()
     assert "<title>Forecast evaluation: nothing to evaluate</title>" in render_html(evaluation, gate_enabled=False)
 
 
@@ -152,7 +184,9 @@ def test_the_report_samples_the_pools_with_most_scored_rows_ties_by_id():
     [
         ({"run_id": " "}, "run_id is empty"),
         ({"spark_model": "m", "legacy_model": "m"}, "nothing to compare"),
-        ({"history_table": "History"}, "not a plain lower-case SQL identifier"),
+        ({"naive_model": "spark_lgbm_stacked"}, "nothing to compare"),
+        ({"forecast_table": "History"}, "not a plain lower-case SQL identifier"),
+        ({"quarantine_table": "q-1"}, "not a plain lower-case SQL identifier"),
         ({"gate_tolerance": float("nan")}, "gate_tolerance must be a finite number"),
         ({"sample_pools": -1}, "sample_pools must be >= 0"),
         ({"as_of_dates": []}, "holdout_as_of is empty"),

@@ -108,3 +108,15 @@ def test_the_date_range_is_parsed_and_named_in_the_report():
     assert request.bounds == {"start": D(2026, 5, 2)}
     report = render_markdown(Comparison(request, 0, 0, 0, {}))
     assert "dates 2026-05-02 to unbounded" in report
+
+
+def test_a_difference_is_judged_on_the_scale_of_its_operands():
+    # The 1e9 spike case: stddevs ~1.8e8 whose float64 spacing is 3e-8; their delta differs by 6e-8 between the
+    # engines, and both are right to that precision. The report shows the scale used.
+    worst = [("p1", D(2026, 5, 3), "stddev_apy_7d_delta", 1.2e-3, 1.26e-3, 6e-8, 5e-5, 1.8e8)]
+    per_column = {"stddev_apy_7d_delta": (6e-8, 5e-5, 1, 1.8e8)}
+    request = Request("stg_1", "legacy", ["stddev_apy_7d_delta"])
+    report = render_markdown(Comparison(request, 1, 0, 0, per_column, worst))
+    assert "| stddev_apy_7d_delta | 6e-08 | 5e-05 | 1 | 1.8e+08 |" in report
+    assert "| 6e-08 | 5e-05 | 1.8e+08 |" in report
+    assert "`stddev_apy_7d_delta` of `stddev_apy_7d`" in report
