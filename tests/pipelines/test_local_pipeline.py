@@ -170,8 +170,8 @@ def test_local_pipeline_computes_promotes_and_is_idempotent(db, db_config):
     assert len(forecastable) >= 4
     assert [r.pool_id for r in forecast_rows] == forecastable
     assert all(r.actual_apy is None and math.isfinite(r.forecasted_apy) for r in forecast_rows)
-    # history: the as_of + 1 forecasts and 3 holdout dates of Spark, the 3 holdout dates of legacy
-    assert [m for m, _ in history_models] == ["legacy_rf_lgbm", "spark_lgbm_stacked"]
+    # history: the as_of + 1 forecasts and 3 holdout dates of Spark and naive, the 3 holdout dates of legacy
+    assert [m for m, _ in history_models] == ["legacy_rf_lgbm", "naive", "spark_lgbm_stacked"]
     model = first.sibling(first.find("forecasts"), "model")
     assert (Path(model.uri) / "model_card.json").exists() and (Path(model.uri) / "pipeline_model").is_dir()
     assert model.metadata["training_rows"] > 100
@@ -253,3 +253,50 @@ def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
     text_ = report.read_text()
     assert "Metrics parity: FAIL" in text_ and "| 1 of " in text_
     assert "rolling_apy_7d" in text_ and "2026-05-20" in text_
+
+
+SPIKE_SQL = """
+UPDATE raw_defillama_pool_history SET raw_json_data = jsonb_set(raw_json_data, '{apy}', '1e9')
+WHERE id = (
+    SELECT h.id FROM raw_defillama_pool_history h JOIN pools p USING (pool_id)
+    WHERE p.is_active AND NOT p.is_filtered_out AND (h."timestamp" AT TIME ZONE 'UTC')::date = :day
+      AND jsonb_typeof(h.raw_json_data->'apy') = 'number'
+    ORDER BY h.pool_id, h."timestamp" DESC LIMIT 1
+)
+RETURNING pool_id
+"""
+
+
+def test_a_1e9_apy_is_promoted_as_a_metric_and_kept_out_of_the_forecasts(db, db_config):
+    """The issue's done-when: with a 1e9 % APY in one pool, parity passes (operand-scaled tolerance), the run
+    completes, the quarantine records the value and no forecast above the plausibility bound is promoted."""
+    load(db, generate(SyntheticSpec(pools=6, days=50, seed=13)))
+    spike_day = dt.date(2026, 6, 12)  # 2026-05-01 + 42: in every holdout window and the 30-day stats of as_of
+    with db.begin() as conn:
+        spiked = conn.execute(text(SPIKE_SQL), {"day": spike_day}).scalar_one()
+
+    run = run_local(db_config, legacy_n_trials=3)
+
+    with db.connect() as conn:
+        metric = conn.execute(
+            text("SELECT actual_apy, stddev_apy_30d FROM pool_daily_metrics WHERE pool_id = :p AND date = :d"),
+            {"p": spiked, "d": spike_day},
+        ).one()
+        as_of = conn.execute(text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")).scalar()
+        tomorrow = conn.execute(
+            text("SELECT pool_id, forecasted_apy, forecast_model FROM pool_daily_metrics WHERE date = :d"),
+            {"d": as_of + dt.timedelta(days=1)},
+        ).all()
+        quarantined = conn.execute(
+            text("SELECT pool_id, date, column_name, value, reason FROM pool_observation_quarantine")
+        ).all()
+    assert run.metadata("parity")["parity_pass"] == 1
+    assert metric.actual_apy == 1e9 and metric.stddev_apy_30d > 1e8  # the metrics keep the value
+    assert (spiked, spike_day, "actual_apy", 1e9, "apy_above_bound") in quarantined
+    assert len(tomorrow) >= 3
+    assert all(r.forecasted_apy is not None and -100 <= r.forecasted_apy <= 10_000 for r in tomorrow)
+    assert {r.forecast_model for r in tomorrow} <= {"spark_lgbm_stacked", "naive"} and len(
+        {r.forecast_model for r in tomorrow}
+    ) == 1
+    evaluation = run.metadata("forecast_metrics")
+    assert evaluation["forecast_spark_apy_mae"] < 100  # no spike-sized error anywhere in the backtest
