@@ -9,9 +9,7 @@ from pipelines.settings import COMPILED_DIR
 RETRIED = {
     "upsert pool_daily_metrics",
     "forecast dates",
-    "upsert forecasts into pool_daily_metrics",
-    "upsert forecasts into history",
-    "upsert backtests into history",
+    "promote forecasts",
     "lineage: raw_defillama_pool_history",
     "lineage: raw_coinmarketcap_ohlcv",
     "lineage: gas_fees_daily",
@@ -20,8 +18,11 @@ RETRIED = {
     "lineage: pool_daily_metrics (metrics)",
     "lineage: forecast staging",
     "lineage: backtest staging",
+    "lineage: quarantine staging",
+    "lineage: legacy backtest staging",
     "lineage: pool_daily_metrics (forecasts)",
     "lineage: pool_forecast_history (forecasts)",
+    "lineage: pool_observation_quarantine (forecasts)",
 }
 
 
