@@ -131,6 +131,7 @@ def record_lineage(
         "staging",
         "legacy backtest staging",
         upstream=metrics_target.outputs["dataset"],
+        time_column="forecast_date",  # the legacy forecaster's table has no date column
     ).after(steps.legacy_forecast)
     steps.promote_forecasts.after(*forecast_staging, legacy_staging)
 
