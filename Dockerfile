@@ -30,6 +30,7 @@ COPY pipelines ./pipelines
 COPY legacy ./legacy
 COPY database ./database
 COPY benchmarks ./benchmarks
+COPY rehearsal ./rehearsal
 # A regular (not editable) install: the components import spark_src, pipelines, ... from site-packages. kfp is
 # pinned by the constraints to the version that compiled the pipeline, so the `pip install kfp==...` each
 # component runs at start-up finds it satisfied and needs no package index.

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench compile lint clean gcp-settings package stage image-constraints
+.PHONY: install runtime-env demo test bench compile lint clean gcp-settings package stage image-constraints
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## The Dataproc rehearsal's driver Python (runtime 1.2 shape), cached in .cache/runtime-envs/ and rebuilt when its
+## pinned list (rehearsal/requirements/) changes. The local pipeline's Spark steps run in it via spark-submit.
+runtime-env: $(STAMP)
+	$(PY) -m rehearsal.runtime_env --runtime 1.2
+
 ## Whole pipeline locally: embedded PostgreSQL + synthetic data + kfp.local run (twice, to show idempotency).
-demo: $(STAMP)
+demo: runtime-env
 	$(PY) -m pipelines.cli demo
 
 ## Unit, integration (real PostgreSQL, local Spark) and pipeline tests.
-test: $(STAMP)
+test: runtime-env
 	$(PY) -m pytest
 
 ## Spark vs legacy, side by side, into docs/benchmarks.md (about an hour on 2 cores; BENCH_ARGS=--quick: minutes).

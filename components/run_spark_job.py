@@ -1,5 +1,7 @@
-"""Lightweight components that run the spark_src jobs in local Spark: the local pipeline's stand-ins for the
-Dataproc Serverless batches, running the very code Dataproc runs (same module, same ``main(argv)``)."""
+"""Lightweight components that run the two Spark steps of the local pipeline as a Dataproc batch would: the
+Vertex target's batch request (entry file, python files, jars, properties), read from the rehearsal's staged
+copy of GCS, with the same args, through ``spark-submit`` in a Python shaped like the Dataproc runtime
+(:mod:`rehearsal.launcher`). Nothing of the project's own environment reaches the job."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects of components.
 
@@ -10,6 +12,7 @@ from components.base_image import component_base_image
 
 @dsl.component(base_image=component_base_image())
 def run_pool_metrics_local(
+    batch: dict,
     database_url: str,
     run_id: str,
     staging_table: str,
@@ -18,10 +21,11 @@ def run_pool_metrics_local(
     end: str = "",
     password_secret: str = "env:DB_PASSWORD",
 ) -> None:
-    """Runs ``spark_src.pool_metrics`` in local mode and records the staging table it wrote.
+    """Runs the ``pool_metrics`` Dataproc batch under the rehearsal and records the staging table it wrote.
 
     Args:
-        database_url: Password-less ``postgresql://user@host:port/db``; handed to the job as DB_* variables.
+        batch: The Dataproc batch request without its args (``VertexTarget.batch_request`` of the job).
+        database_url: Password-less ``postgresql://user@host:port/db``; a batch argument, as on Dataproc.
         run_id: The pipeline run.
         staging_table: The run's staging table the job writes.
         staging: Output; uri names the staging table, metadata is the job's run summary.
@@ -29,19 +33,22 @@ def run_pool_metrics_local(
         end: Last day (ISO date, inclusive) or empty for all.
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
     """
-    from spark_src.common.config import DbConfig
-    from spark_src.common.launch import run_job
+    from rehearsal.launcher import submit
+    from spark_src.common.launch import pool_metrics_args
+    from spark_src.common.storage import code_version
 
-    argv = ["--run-id", run_id, "--staging-table", staging_table]
-    argv += ["--start", start] if start else []
-    argv += ["--end", end] if end else []
-    summary = run_job("pool_metrics", argv, DbConfig.from_url(database_url, password_secret))
+    args = pool_metrics_args(
+        run_id=run_id, staging_table=staging_table, start=start, end=end, database_url=database_url,
+        password_secret=password_secret, code_version=code_version(),
+    )  # fmt: skip
+    summary = submit({**batch, "args": args})
     staging.uri = summary["table_uri"]
     staging.metadata.update(summary)
 
 
 @dsl.component(base_image=component_base_image())
 def run_forecast_local(
+    batch: dict,
     database_url: str,
     run_id: str,
     staging_table: str,
@@ -55,10 +62,11 @@ def run_forecast_local(
     train_days: int = 60,
     password_secret: str = "env:DB_PASSWORD",
 ) -> None:
-    """Runs ``spark_src.forecast`` (SynapseML LightGBM) in local mode.
+    """Runs the ``forecast`` Dataproc batch (SynapseML LightGBM) under the rehearsal.
 
     Args:
-        database_url: Password-less ``postgresql://user@host:port/db``; handed to the job as DB_* variables.
+        batch: The Dataproc batch request without its args (``VertexTarget.batch_request`` of the job).
+        database_url: Password-less ``postgresql://user@host:port/db``; a batch argument, as on Dataproc.
         run_id: The pipeline run.
         staging_table: Staging table of the forecasts for as_of + 1.
         backtest_table: Staging table of the backtest forecasts on the holdout as-of dates.
@@ -74,14 +82,16 @@ def run_forecast_local(
     import json
     from pathlib import Path
 
-    from spark_src.common.config import DbConfig
-    from spark_src.common.launch import run_job
+    from rehearsal.launcher import submit
+    from spark_src.common.launch import forecast_args
+    from spark_src.common.storage import code_version
 
-    argv = ["--run-id", run_id, "--staging-table", staging_table, "--model-dir", model_dir, "--with-naive"]
-    argv += ["--as-of", as_of, "--train-days", str(train_days), "--quarantine-table", quarantine_table]
-    if holdout_as_of:
-        argv += ["--holdout-as-of", holdout_as_of, "--backtest-table", backtest_table]
-    summary = run_job("forecast", argv, DbConfig.from_url(database_url, password_secret))
+    args = forecast_args(
+        run_id=run_id, staging_table=staging_table, backtest_table=backtest_table,
+        quarantine_table=quarantine_table, model_dir=model_dir, as_of=as_of, holdout_as_of=holdout_as_of, train_days=train_days, database_url=database_url,
+        password_secret=password_secret, code_version=code_version(),
+    )  # fmt: skip
+    summary = submit({**batch, "args": args})
     forecasts.uri = summary["table_uri"]
     forecasts.metadata.update(summary)
     model.uri = summary["model_dir"]

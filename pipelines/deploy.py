@@ -96,6 +96,7 @@ def stage(
     *,
     cache_dir: Path = jars.DEFAULT_CACHE,
     client: Any = None,
+    quiet: bool = False,
 ) -> dict[str, str]:
     """Uploads the staging plan (``dry_run``: prints it); returns the plan.
 
@@ -107,8 +108,11 @@ def stage(
         dist_dir: Folder holding spark_src.zip (``package``).
         dry_run: Print ``local -> uri`` lines and upload nothing.
         cache_dir: The jar cache of spark_src.common.jars.
-        client: A google.cloud.storage Client (default: one for ``settings.gcp_project``).
+        client: A google.cloud.storage Client (default: one for ``settings.gcp_project``), or the rehearsal's
+            ``LocalGcs`` (a folder standing for GCS).
+        quiet: Print nothing per file (the local rehearsal stages before every run).
     """
+    echo = (lambda _: None) if quiet else click.echo
     plan = staging_plan(settings, dist_dir, cache_dir)
     jar_artifacts = {str(path): artifact for path, artifact in _cached_jars(settings, cache_dir).items()}
     if dry_run:
@@ -128,12 +132,12 @@ def stage(
         blob = client.bucket(bucket).blob(name)
         if local in jar_artifacts:
             if blob.exists():
-                click.echo(f"kept {uri} (already staged)")
+                echo(f"kept {uri} (already staged)")
                 continue
             if not Path(local).exists():
                 _resolve_jar(Path(local), jar_artifacts[local], cache_dir)
         blob.upload_from_filename(local)
-        click.echo(f"uploaded {local} -> {uri}")
+        echo(f"uploaded {local} -> {uri}")
     return plan
 
 

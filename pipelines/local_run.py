@@ -1,4 +1,5 @@
-"""Runs the pipeline on this machine with ``kfp.local`` (SubprocessRunner, in the current environment)."""
+"""Runs the pipeline on this machine with ``kfp.local`` (SubprocessRunner, in the current environment); its Spark
+steps are Dataproc batches rehearsed from a local copy of the staged code (see :func:`stage_rehearsal`)."""
 
 from __future__ import annotations
 
@@ -179,6 +180,19 @@ class NoLocalRun(FileNotFoundError):
     """No local run folder exists yet."""
 
 
+def stage_rehearsal(runtime_profile: str | None = None, gcs_root: Path | None = None) -> dict[str, str]:
+    """Packages spark_src and stages it, the entry files and the profile's jars into the rehearsal's stand-in for
+    GCS, with the very ``package``/``stage`` code Cloud Build runs; returns the staging plan."""
+    from pipelines.deploy import package, stage
+    from pipelines.targets import LocalTarget
+    from rehearsal.launcher import DEFAULT_GCS_ROOT, LocalGcs
+
+    target = LocalTarget(runtime_profile) if runtime_profile else LocalTarget()
+    dist_dir = LOCAL_DIR / "dist"
+    package(dist_dir)
+    return stage(target.settings, dist_dir, client=LocalGcs(gcs_root or DEFAULT_GCS_ROOT), quiet=True)
+
+
 def run_local(
     db: DbConfig,
     *,
@@ -204,6 +218,7 @@ def run_local(
     from pipelines import run_log
     from pipelines.pool_pipeline import pool_pipeline
 
+    stage_rehearsal()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     pipeline_root = runs_dir / f"{stamp}-{secrets.token_hex(3)}"
     pipeline_root.mkdir(parents=True)

@@ -27,6 +27,10 @@ class RuntimeProfile:
         """File names of the staged jars (as Ivy retrieves them: ``<group>__<artifact>-<version>.jar``)."""
         return [a.file_name for a in self.jars]
 
+    def python_jar_file_names(self) -> list[str]:
+        """The staged jars that also carry Python modules (SynapseML's): they go in python_file_uris too."""
+        return [a.file_name for a in self.jars if a.python]
+
 
 class ProfileError(ValueError):
     pass
@@ -86,8 +90,12 @@ PROFILES: dict[str, RuntimeProfile] = {
             # Published for Spark 4.0 as "1.1.3-spark4.0"; not on Maven Central on 2026-11-26 (see pyproject).
             jars=(
                 JDBC_DRIVER,
-                MavenArtifact("com.microsoft.azure", "synapseml-lightgbm_2.13", "1.1.3-spark4.0", transitive=False),
-                MavenArtifact("com.microsoft.azure", "synapseml-core_2.13", "1.1.3-spark4.0", transitive=False),
+                MavenArtifact(
+                    "com.microsoft.azure", "synapseml-lightgbm_2.13", "1.1.3-spark4.0", transitive=False, python=True
+                ),
+                MavenArtifact(
+                    "com.microsoft.azure", "synapseml-core_2.13", "1.1.3-spark4.0", transitive=False, python=True
+                ),
                 MavenArtifact("com.microsoft.ml.lightgbm", "lightgbmlib", "3.3.510", transitive=False),
                 MavenArtifact("io.spray", "spray-json_2.13", "1.3.6", transitive=False),
             ),

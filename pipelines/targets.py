@@ -1,16 +1,18 @@
-"""Where the Spark steps run: in local Spark inside a lightweight component (kfp.local) or as Dataproc
-Serverless batches (Vertex AI). The pipeline's DAG is written once (``pool_pipeline.build_pipeline``); a target
-only supplies the two Spark tasks and the parameter defaults of its environment."""
+"""Where the Spark steps run: as Dataproc Serverless batches (Vertex AI), or as the same batch requests rehearsed
+on this machine by spark-submit in a Dataproc-runtime-shaped Python (kfp.local, :mod:`rehearsal`). The
+pipeline's DAG is written once (``pool_pipeline.build_pipeline``); a target only supplies the two Spark tasks and
+the parameter defaults of its environment."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kfp import dsl
 
-from pipelines.runtime_profiles import RuntimeProfile, get_profile
+from pipelines.runtime_profiles import DEFAULT_PROFILE, RuntimeProfile, get_profile
 from pipelines.settings import GcpSettings
+from spark_src.common.launch import forecast_args, pool_metrics_args
 
 
 @dataclass(frozen=True)
@@ -20,9 +22,29 @@ class SparkStep:
     batch_resources: Any = ""
 
 
+# The GCS layout of the local rehearsal: the same layout as on GCP (GcpSettings), under a folder that stands
+# for GCS (rehearsal.launcher.LocalGcs). Fixed names: they are compiled into compiled/pool_pipeline_local.yaml.
+REHEARSAL_SETTINGS = GcpSettings(
+    gcp_project="rehearsal", spark_bucket="rehearsal-spark-staging", pipeline_bucket="rehearsal-pipeline-root",
+    code_version="local",
+)  # fmt: skip
+# The batch request fields the rehearsal reads; the rest (service account, subnetwork, labels) only Dataproc.
+_REHEARSED_FIELDS = (
+    "main_python_file_uri", "python_file_uris", "jar_file_uris", "runtime_config_version", "runtime_config_properties",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LocalTarget:
+    """The Spark steps as Dataproc batches rehearsed on this machine: the batch requests of a VertexTarget with
+    :data:`REHEARSAL_SETTINGS` (``runtime_profile`` picks the Dataproc runtime), run by rehearsal.launcher."""
+
+    runtime_profile: str = DEFAULT_PROFILE
     name: str = "local"
+
+    @property
+    def settings(self) -> GcpSettings:
+        return replace(REHEARSAL_SETTINGS, runtime_profile=self.runtime_profile)
 
     def defaults(self) -> dict[str, Any]:
         return {"password_secret": "env:DB_PASSWORD", "model_root": "", "project": "", "location": ""}
@@ -31,10 +53,16 @@ class LocalTarget:
         """No retry: kfp.local honours retry policies too, and a local failure should show at once."""
         return task
 
+    def batch(self, job: str) -> dict[str, Any]:
+        """The Vertex batch request of ``job`` (without args, which the component builds from its inputs)."""
+        request = VertexTarget(self.settings).batch_request(job, "", [])
+        return {key: request[key] for key in _REHEARSED_FIELDS}
+
     def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
         from components.run_spark_job import run_pool_metrics_local
 
         task = run_pool_metrics_local(
+            batch=self.batch("pool_metrics"),
             database_url=database_url,
             password_secret=password_secret,
             run_id=run_id,
@@ -51,6 +79,7 @@ class LocalTarget:
         from components.run_spark_job import run_forecast_local
 
         task = run_forecast_local(
+            batch=self.batch("forecast"),
             database_url=database_url,
             password_secret=password_secret,
             run_id=run_id,
@@ -104,7 +133,9 @@ class VertexTarget:
             "location": s.gcp_region,
             "batch_id": batch_id,
             "main_python_file_uri": s.entry_file(job),
-            "python_file_uris": [s.spark_src_zip],
+            # SynapseML's Python code is inside its jars: jar_file_uris reach the JVM only (spark-submit adds jars to
+            # the Python path for --packages, never for --jars), so those jars are python files of the batch too.
+            "python_file_uris": [s.spark_src_zip, *(f"{s.jars_prefix}/{n}" for n in profile.python_jar_file_names())],
             # Staged in GCS: the batches' workers have internal IPs only and cannot reach Maven Central.
             "jar_file_uris": [f"{s.jars_prefix}/{name}" for name in profile.jar_file_names()],
             "runtime_config_version": profile.runtime_version,
@@ -122,16 +153,20 @@ class VertexTarget:
         return SparkStep(task, task.outputs["gcp_resources"])
 
     def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
-        args = ["--run-id", run_id, "--staging-table", staging_table, "--start", start, "--end", end,
-                "--database-url", database_url, "--password-secret", password_secret]  # fmt: skip
+        args = pool_metrics_args(
+            run_id=run_id, staging_table=staging_table, start=start, end=end, database_url=database_url,
+            password_secret=password_secret, code_version=self.settings.code_version,
+        )  # fmt: skip
         return self._batch("pool_metrics", batch_id, args)
 
     def forecast(
         self, *, database_url, password_secret, run_id, staging_table, backtest_table, quarantine_table, model_dir,
         as_of, holdout_as_of, train_days, batch_id,
     ) -> SparkStep:  # fmt: skip
-        args = ["--run-id", run_id, "--staging-table", staging_table, "--backtest-table", backtest_table,
-                "--quarantine-table", quarantine_table, "--with-naive", "--model-dir", model_dir,
-                "--as-of", as_of, "--holdout-as-of", holdout_as_of, "--train-days", train_days,
-                "--database-url", database_url, "--password-secret", password_secret]  # fmt: skip
+        args = forecast_args(
+            run_id=run_id, staging_table=staging_table, backtest_table=backtest_table,
+            quarantine_table=quarantine_table, model_dir=model_dir, as_of=as_of, holdout_as_of=holdout_as_of,
+            train_days=train_days, database_url=database_url, password_secret=password_secret,
+            code_version=self.settings.code_version,
+        )  # fmt: skip
         return self._batch("forecast", batch_id, args)

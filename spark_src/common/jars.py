@@ -33,6 +33,9 @@ class MavenArtifact:
     # copies of what pyspark ships (slf4j-api 1.7 on the classpath silences Spark's logging) and test-only jars;
     # the four jars LightGBM needs are listed explicitly instead.
     transitive: bool = True
+    # The jar also carries Python modules (SynapseML's Python API). On Dataproc jar_file_uris reach the JVM only,
+    # so such a jar must be listed in python_file_uris as well.
+    python: bool = False
 
     @property
     def coordinates(self) -> str:
@@ -56,11 +59,14 @@ JDBC_DRIVER = MavenArtifact("org.postgresql", "postgresql", "42.7.8", transitive
 # (x86_64 .so files; needs the system's libgomp) and spray-json (NoClassDefFoundError spray/json/JsonFormat
 # without it). The "synapseml_2.12" bundle is not on Maven Central (only 1.1.0 is).
 SYNAPSEML_LIGHTGBM = [
-    MavenArtifact("com.microsoft.azure", "synapseml-lightgbm_2.12", "1.1.3", transitive=False),
-    MavenArtifact("com.microsoft.azure", "synapseml-core_2.12", "1.1.3", transitive=False),
+    MavenArtifact("com.microsoft.azure", "synapseml-lightgbm_2.12", "1.1.3", transitive=False, python=True),
+    MavenArtifact("com.microsoft.azure", "synapseml-core_2.12", "1.1.3", transitive=False, python=True),
     MavenArtifact("com.microsoft.ml.lightgbm", "lightgbmlib", "3.3.510", transitive=False),
     MavenArtifact("io.spray", "spray-json_2.12", "1.3.5", transitive=False),
 ]
+# The Python modules the forecast imports from those jars. `synapse` is a namespace package split across
+# synapseml-core (synapse.ml.core, …) and synapseml-lightgbm (synapse.ml.lightgbm): both jars are needed.
+SYNAPSEML_PYTHON_MODULES = ["synapse.ml.lightgbm"]
 # Classes whose absence makes a LightGBM fit fail late and obscurely ("'JavaPackage' object is not callable").
 SYNAPSEML_CLASSES = [
     "com.microsoft.azure.synapse.ml.lightgbm.LightGBMRegressor",
@@ -147,4 +153,28 @@ def require_classes(spark, classes: list[str], artifacts: list[MavenArtifact]) -
             f"classes missing from the Spark classpath: {', '.join(missing)}. They come from {coordinates}: "
             "locally they are fetched into .cache/jars on first use (network needed once); on Dataproc pass them "
             "as jar_file_uris (staged in GCS by Cloud Build)."
+        )
+
+
+def require_python_modules(modules: list[str], artifacts: list[MavenArtifact]) -> None:
+    """Fails early, naming the jars that carry them, when a module of ``modules`` cannot be imported.
+
+    SynapseML's Python code lives in its jars. spark-submit puts jars on the Python path only for --packages,
+    never for --jars (Dataproc's jar_file_uris), so without the jars in --py-files (python_file_uris) the
+    import fails at the first fit, after the metrics were already promoted.
+    """
+    import importlib
+
+    failures = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            failures.append(f"{module} ({error})")
+    if failures:
+        files = ", ".join(a.file_name for a in artifacts if a.python)
+        raise JarResolutionError(
+            f"Python modules cannot be imported: {'; '.join(failures)}. Their code ships inside {files}: on "
+            "Dataproc list those jars in python_file_uris (jar_file_uris reach the JVM only); with spark-submit "
+            "pass them to --py-files."
         )

@@ -1,19 +1,35 @@
-"""Runs a spark_src job in this process (local mode), as a Dataproc batch would run its entry file."""
+"""The command line of each spark_src job as a Dataproc batch receives it (the batch's ``args``).
+
+One builder per job, used by both launchers: the Vertex target passes pipeline channels (Dataproc gets them
+as batch args), the local rehearsal passes the values (spark-submit gets the same list). Pure Python: the
+pipeline and the components import it without pyspark.
+"""
 
 from __future__ import annotations
 
-import importlib
-import os
-from collections.abc import Sequence
-
-from spark_src.common.config import DbConfig
+from typing import Any
 
 JOBS = ("pool_metrics", "forecast")
 
 
-def run_job(job: str, argv: Sequence[str], db: DbConfig) -> dict:
-    """Calls ``spark_src.<job>.main.main(argv)`` with the DB_* environment of ``db``; returns its summary."""
-    if job not in JOBS:
-        raise ValueError(f"unknown spark_src job {job!r}; expected one of {list(JOBS)}")
-    os.environ.update(db.env())
-    return importlib.import_module(f"spark_src.{job}.main").main([str(a) for a in argv])
+def pool_metrics_args(
+    *, run_id, staging_table, start, end, database_url, password_secret, code_version
+) -> list[Any]:  # fmt: skip
+    """``spark_src.pool_metrics.main`` arguments (an empty start/end means "all days")."""
+    return [
+        "--run-id", run_id, "--staging-table", staging_table, "--start", start, "--end", end,
+        "--database-url", database_url, "--password-secret", password_secret, "--code-version", code_version,
+    ]  # fmt: skip
+
+
+def forecast_args(
+    *, run_id, staging_table, backtest_table, quarantine_table, model_dir, as_of, holdout_as_of, train_days,
+    database_url, password_secret, code_version,
+) -> list[Any]:  # fmt: skip
+    """``spark_src.forecast.main`` arguments (an empty holdout_as_of means "no backtest"); with the naive forecasts
+    the forecast gate compares the model with."""
+    return [
+        "--run-id", run_id, "--staging-table", staging_table, "--backtest-table", backtest_table,
+        "--quarantine-table", quarantine_table, "--with-naive", "--model-dir", model_dir, "--as-of", as_of, "--holdout-as-of", holdout_as_of, "--train-days", train_days,
+        "--database-url", database_url, "--password-secret", password_secret, "--code-version", code_version,
+    ]  # fmt: skip

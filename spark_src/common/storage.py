@@ -20,8 +20,12 @@ def write_text(spark: SparkSession, uri: str, content: str) -> None:
         stream.close()
 
 
-def code_version() -> str:
-    """``CODE_VERSION`` (set by the build) or the git commit of a checkout, else ``unknown``."""
+def code_version(explicit: str | None = None) -> str:
+    """``explicit`` (a batch's ``--code-version``), else ``CODE_VERSION`` (set by the image build), else the git
+    commit of a checkout, else ``unknown``. On Dataproc there is no checkout (``__file__`` is inside the zip)
+    and on Vertex no git: there the version must come from the first two."""
+    if explicit:
+        return explicit
     if os.environ.get("CODE_VERSION"):
         return os.environ["CODE_VERSION"]
     try:

@@ -60,6 +60,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
     parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
+    parser.add_argument("--code-version", default="", help="version of the code (the batch's); default: detected")
     args = parser.parse_args(list(argv))
     if args.holdout_as_of and not args.backtest_table:
         parser.error("--holdout-as-of needs --backtest-table")
@@ -151,7 +152,7 @@ def model_card(fitted: M.FittedForecaster, args: argparse.Namespace, as_of: dt.d
             "apy": M.APY_PARAMS | M.OBJECTIVES[args.apy_objective],
         },
         "training_metrics": fitted.training_metrics,
-        "code_version": code_version(),
+        "code_version": code_version(args.code_version),
         "spark_version": spark.version,
         "synapseml": "1.1.3",
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -239,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     spark = build_session("forecast", jars=local_jars)
     jars.require_classes(spark, jars.SYNAPSEML_CLASSES, jars.SYNAPSEML_LIGHTGBM)
+    jars.require_python_modules(jars.SYNAPSEML_PYTHON_MODULES, jars.SYNAPSEML_LIGHTGBM)
     summary = run(spark, db, args)
     log.info(
         "run %s: forecasts for %s of %d pools into %s; %d backtest rows; model in %s",

@@ -48,6 +48,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
     parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
+    parser.add_argument("--code-version", default="", help="version of the code (the batch's); default: detected")
     args = parser.parse_args(list(argv))
     if args.start and args.end and args.start > args.end:
         parser.error(f"--start {args.start} is after --end {args.end}")

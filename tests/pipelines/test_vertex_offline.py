@@ -465,7 +465,14 @@ def test_every_dataproc_task_builds_a_valid_batch(vertex_spec):
 
         spark = batch.pyspark_batch
         assert spark.main_python_file_uri == SETTINGS.entry_file(job)
-        assert list(spark.python_file_uris) == [SETTINGS.spark_src_zip]
+        # SynapseML's Python code ships inside its jars, which reach the Python path only as python files.
+        assert list(spark.python_file_uris) == [
+            SETTINGS.spark_src_zip,
+            f"{SETTINGS.jars_prefix}/com.microsoft.azure__synapseml-lightgbm_2.12-1.1.3.jar",
+            f"{SETTINGS.jars_prefix}/com.microsoft.azure__synapseml-core_2.12-1.1.3.jar",
+        ]
+        assert set(spark.python_file_uris[1:]) <= set(spark.jar_file_uris)
+        assert parsers[job](list(spark.args)).code_version == SETTINGS.code_version  # no git on Dataproc
         assert spark.jar_file_uris and all(uri.endswith(".jar") for uri in spark.jar_file_uris)
         assert any("postgresql" in uri for uri in spark.jar_file_uris)
         # Jars built for the runtime's Scala line only (synapseml-lightgbm_2.12 on Scala 2.12).

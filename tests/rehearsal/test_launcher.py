@@ -1,0 +1,144 @@
+"""The Dataproc rehearsal: batch requests run by spark-submit in the runtime-shaped Python, from staged files.
+
+The slow tests run real spark-submit (a separate Python 3.12 virtualenv with pyspark 3.5 and no synapseml wheel,
+no SQLAlchemy, no psycopg2) against the session's real PostgreSQL, with a real SynapseML LightGBM fit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from sqlalchemy import text
+
+from database.synthetic import SyntheticSpec, generate, load
+from legacy.calculate_pool_metrics import run as run_legacy_metrics
+from pipelines.local_run import stage_rehearsal
+from pipelines.targets import LocalTarget
+from rehearsal import runtime_env
+from rehearsal.launcher import BatchFailed, local_path, spark_submit_command, submit
+from spark_src.common.launch import forecast_args
+
+SYNAPSEML_LIGHTGBM_JAR = "com.microsoft.azure__synapseml-lightgbm_2.12-1.1.3.jar"
+SYNAPSEML_CORE_JAR = "com.microsoft.azure__synapseml-core_2.12-1.1.3.jar"
+
+
+def test_spark_submit_command_is_the_batch_request(tmp_path):
+    for name in ["b/code/v/entry.py", "b/code/v/spark_src.zip", "b/jars/x.jar", "b/jars/y.jar"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    batch = {
+        "main_python_file_uri": "gs://b/code/v/entry.py",
+        "python_file_uris": ["gs://b/code/v/spark_src.zip", "gs://b/jars/y.jar"],
+        "jar_file_uris": ["gs://b/jars/x.jar", "gs://b/jars/y.jar"],
+        "runtime_config_version": "1.2",
+        "runtime_config_properties": {"spark.speculation": "false", "spark.ui.enabled": "true"},
+        "args": ["--run-id", "r1", "--train-days", 60],
+    }
+    command = spark_submit_command(batch, tmp_path / "env", tmp_path, cores=2)
+
+    assert command[:3] == [str(tmp_path / "env/bin/spark-submit"), "--master", "local[2]"]
+    conf = [command[i + 1] for i, part in enumerate(command) if part == "--conf"]
+    assert "spark.speculation=false" in conf
+    # The profile's value wins over the machine's default.
+    assert "spark.ui.enabled=true" in conf and "spark.ui.enabled=false" not in conf
+    py_files = command[command.index("--py-files") + 1]
+    assert py_files == f"{tmp_path}/b/code/v/spark_src.zip,{tmp_path}/b/jars/y.jar"
+    assert command[command.index("--jars") + 1] == f"{tmp_path}/b/jars/x.jar,{tmp_path}/b/jars/y.jar"
+    assert command[-5:] == [f"{tmp_path}/b/code/v/entry.py", "--run-id", "r1", "--train-days", "60"]
+
+
+def test_a_file_the_batch_lists_but_nobody_staged_fails_naming_it(tmp_path):
+    with pytest.raises(BatchFailed, match=r"gs://b/code/v/spark_src\.zip is not staged"):
+        local_path("gs://b/code/v/spark_src.zip", tmp_path)
+    with pytest.raises(BatchFailed, match="gs:// URIs"):
+        local_path("/home/me/spark_src.zip", tmp_path)
+
+
+def test_the_local_batches_are_the_vertex_batch_requests_with_synapseml_python_files():
+    batch = LocalTarget().batch("forecast")
+    assert batch["python_file_uris"] == [
+        "gs://rehearsal-spark-staging/code/local/spark_src.zip",
+        f"gs://rehearsal-spark-staging/jars/{SYNAPSEML_LIGHTGBM_JAR}",
+        f"gs://rehearsal-spark-staging/jars/{SYNAPSEML_CORE_JAR}",
+    ]
+    assert batch["main_python_file_uri"] == "gs://rehearsal-spark-staging/code/local/entrypoints/forecast.py"
+    assert batch["runtime_config_version"] == "1.2"
+    assert batch["runtime_config_properties"]["spark.dynamicAllocation.enabled"] == "false"
+
+
+@pytest.fixture(scope="module")
+def runtime_python():
+    return runtime_env.python_of(runtime_env.ensure("1.2"))
+
+
+@pytest.mark.slow
+def test_the_runtime_environment_has_pyspark_35_and_none_of_the_projects_packages(runtime_python):
+    probe = (
+        "import importlib.util, sys, pyspark; "
+        "print(sys.version_info[:2], pyspark.__version__[:3], "
+        "[m for m in ('synapse', 'sqlalchemy', 'psycopg2', 'kfp', 'spark_src') if importlib.util.find_spec(m)])"
+    )
+    out = subprocess.run([str(runtime_python), "-c", probe], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "(3, 12) 3.5 []"
+
+
+@pytest.fixture
+def metrics_db(db, db_config):
+    load(db, generate(SyntheticSpec(pools=12, days=75, seed=3)))
+    run_legacy_metrics(db_config, target_table="pool_daily_metrics")
+    return db
+
+
+def _forecast_batch(db_config, tmp_path, **overrides) -> dict:
+    batch = LocalTarget().batch("forecast") | overrides
+    args = forecast_args(
+        run_id="r1", staging_table="stg_forecast_r1", backtest_table="stg_backtest_r1",
+        model_dir=str(tmp_path / "model"), as_of="", holdout_as_of="", train_days=60, database_url=db_config.url,
+        password_secret="env:DB_PASSWORD", code_version="3f9c2ab",
+    )  # fmt: skip
+    return {**batch, "args": args}
+
+
+@pytest.mark.slow
+def test_forecast_batch_imports_synapseml_lightgbm_from_its_python_files(metrics_db, db_config, tmp_path):
+    """Before the fix the batch listed only spark_src.zip: `No module named 'synapse'` at the first fit."""
+    gcs = tmp_path / "gcs"
+    stage_rehearsal(gcs_root=gcs)
+    with metrics_db.connect() as conn:
+        latest = conn.execute(text("SELECT max(date) FROM pool_daily_metrics")).scalar()
+        forecastable = conn.execute(
+            text(
+                "SELECT m.pool_id FROM pool_daily_metrics m JOIN pools p USING (pool_id) WHERE m.date = :d "
+                "AND m.actual_apy IS NOT NULL AND p.is_active AND NOT p.is_filtered_out ORDER BY 1"
+            ),
+            {"d": latest},
+        ).scalars().all()  # fmt: skip
+
+    summary = submit(_forecast_batch(db_config, tmp_path), gcs_root=gcs, echo=lambda line: None)
+
+    with metrics_db.connect() as conn:
+        rows = conn.execute(text("SELECT pool_id, as_of, forecast_date FROM stg_forecast_r1 ORDER BY 1")).all()
+    assert [r.pool_id for r in rows] == forecastable and len(forecastable) > 0
+    assert {(r.as_of, (r.forecast_date - r.as_of).days) for r in rows} == {(latest, 1)}
+    assert summary["as_of"] == latest.isoformat()
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    assert card["code_version"] == "3f9c2ab"  # the batch's --code-version: no git on Dataproc
+    assert card["spark_version"].startswith("3.5.")
+
+
+@pytest.mark.slow
+def test_forecast_batch_without_the_synapseml_python_files_fails_naming_them(metrics_db, db_config, tmp_path):
+    gcs = tmp_path / "gcs"
+    stage_rehearsal(gcs_root=gcs)
+    batch = _forecast_batch(
+        db_config, tmp_path, python_file_uris=["gs://rehearsal-spark-staging/code/local/spark_src.zip"]
+    )
+    with pytest.raises(BatchFailed) as failure:
+        submit(batch, gcs_root=gcs, echo=lambda line: None)
+    message = str(failure.value)
+    assert "synapse.ml.lightgbm" in message
+    assert SYNAPSEML_LIGHTGBM_JAR in message and SYNAPSEML_CORE_JAR in message and "python_file_uris" in message
+    with metrics_db.connect() as conn:  # it failed before writing anything
+        assert conn.execute(text("SELECT to_regclass('stg_forecast_r1')")).scalar() is None
