@@ -21,7 +21,7 @@ def log_run_to_experiment(
     parity: dsl.Input[dsl.Metrics],
     forecast: dsl.Input[dsl.Metrics],
 ) -> str:
-    """Creates experiment run ``run-<run_id>`` with the run's parameters and every numeric metric.
+    """Creates (or, on a retry, resumes) experiment run ``run-<run_id>`` with the run's parameters and metrics.
 
     Args:
         experiment: Vertex AI Experiment name; empty: nothing is logged (local runs, submitted runs).
@@ -50,9 +50,13 @@ def log_run_to_experiment(
         return ""
     from google.cloud import aiplatform
 
-    aiplatform.init(project=project, location=location, experiment=experiment)
+    # experiment_tensorboard=False: otherwise init creates (and bills) a default backing TensorBoard.
+    aiplatform.init(project=project, location=location, experiment=experiment, experiment_tensorboard=False)
     run_name = f"run-{run_id}"
-    with aiplatform.start_run(run=run_name):
+    # Vertex retries a failed task: the run may exist from the first attempt, and start_run without resume
+    # would then fail on the existing name. Logging the same values again is harmless.
+    existing = aiplatform.ExperimentRun.get(run_name, experiment=experiment, project=project, location=location)
+    with aiplatform.start_run(run=run_name, resume=existing is not None):
         aiplatform.log_params({k: v if isinstance(v, (int, float)) else str(v) for k, v in params.items()})
         aiplatform.log_metrics(metrics)
     return run_name

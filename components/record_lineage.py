@@ -58,7 +58,7 @@ def record_table(
     if batch_resources:
         # gcp_resources is JSON: {"resources": [{"resourceType": "DataprocBatch", "resourceUri": "https://…"}]}
         resources = json.loads(batch_resources).get("resources", [])
-        batch = next((r.get("resourceUri", "") for r in resources if "Batch" in r.get("resourceType", "")), "")
+        batch = next((r.get("resourceUri", "") for r in resources if r.get("resourceType") == "DataprocBatch"), "")
     dataset.uri = db.table_uri(f"public.{table}")
     dataset.metadata.update(
         {
@@ -102,6 +102,9 @@ def record_model(
         card = json.loads(storage.Client().bucket(bucket).blob(blob).download_as_text())
     else:
         card = json.loads(Path(card_uri).read_text())
+    # GCPC lists the operation (DataprocLro) first and the batch (DataprocBatch) second: pick by type.
+    resources = json.loads(batch_resources).get("resources", []) if batch_resources else []
+    batch = next((r.get("resourceUri", "") for r in resources if r.get("resourceType") == "DataprocBatch"), "")
     model.uri = model_dir.rstrip("/")
     model.metadata.update(
         {k: v for k, v in card.items() if k not in ("features", "parameters")}
@@ -110,7 +113,6 @@ def record_model(
             "parameters": json.dumps(card.get("parameters", {}), sort_keys=True),
             "run_id": run_id,
             "model_card": card_uri,
-            "dataproc_batch": batch_resources
-            and json.loads(batch_resources).get("resources", [{}])[0].get("resourceUri", ""),
+            "dataproc_batch": batch,
         }
     )
