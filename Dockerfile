@@ -36,3 +36,8 @@ COPY rehearsal ./rehearsal
 # component runs at start-up finds it satisfied and needs no package index.
 RUN pip install --constraint constraints.txt . \
     && python -c "import kfp, spark_src.common.config, components.upsert_staging, pipelines.settings"
+
+# The commit the image was built from (Cloud Build passes CODE_VERSION, its short SHA): the code version that
+# the lineage records (spark_src.common.storage.code_version). The image has no git checkout to ask.
+ARG CODE_VERSION=unknown
+ENV CODE_VERSION=${CODE_VERSION}

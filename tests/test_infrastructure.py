@@ -694,6 +694,16 @@ def test_images_run_a_python_that_requires_python_allows(cloudbuild):
     assert not wrong, f"Python {wrong} outside requires-python {_requires_python()}"
 
 
+def test_the_image_carries_the_code_version_cloud_build_passes(cloudbuild):
+    """Without it the lineage of every Vertex run recorded code_version "unknown" (no git in the image)."""
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"^ARG CODE_VERSION\b", dockerfile, flags=re.MULTILINE)
+    assert re.search(r"^ENV CODE_VERSION=\$\{?CODE_VERSION\}?$", dockerfile, flags=re.MULTILINE)
+    (docker,) = [s for s in cloudbuild["steps"] if "docker build" in _script(s)]
+    assert '--build-arg CODE_VERSION="$CODE_VERSION"' in _script(docker).replace("$$", "$")
+    assert ". build/gcp-settings.env" in _script(docker)  # where CODE_VERSION=$SHORT_SHA is set
+
+
 def test_dockerfile_copies_the_packages_pyproject_installs():
     copied = {p.rstrip("/") for line in re.findall(r"^COPY\s+(.+)\s+\S+$", DOCKERFILE.read_text(), flags=re.MULTILINE)
               for p in line.split()}  # fmt: skip
