@@ -103,7 +103,11 @@ PROFILES: dict[str, RuntimeProfile] = {
         ),
     ]
 }
-# The profile whose Spark line the local tests run (pyspark 3.5).
+# The profile whose Spark line the local tests run (pyspark 3.5), and the default of RUNTIME_PROFILE.
+# Runtime 1.2 left Google's support on 2026-09-30; it stays available (batches still run) until 2028-09-30. It is
+# kept because SynapseML 1.1.3 for Spark 4.0 / Scala 2.13 is not on Maven Central (see pyproject.toml). Moving
+# on is one setting: RUNTIME_PROFILE=dataproc-3.0 (its jars must exist first; the rehearsal runs the profile's
+# batches with rehearsal/requirements/dataproc-3.0.txt).
 DEFAULT_PROFILE = "dataproc-1.2"
 
 

@@ -67,6 +67,7 @@ class GcpSettings:
     # DB_URL / DB_PASSWORD_SECRET: those name the database of a local run (spark_src.common.config.DbConfig).
     cloud_sql_url: str = "postgresql://metrics@10.20.0.3:5432/defi"
     cloud_sql_password_secret: str = "projects/your-gcp-project/secrets/defi-db-password"
+    # Dataproc runtime 1.2: out of support since 2026-09-30, available until 2028-09-30 (see runtime_profiles).
     runtime_profile: str = "dataproc-1.2"
     # Version of the uploaded code (Cloud Build: the commit SHA); selects gs://<spark_bucket>/code/<version>/.
     code_version: str = "dev"

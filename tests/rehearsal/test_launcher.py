@@ -15,6 +15,7 @@ from sqlalchemy import text
 from database.synthetic import SyntheticSpec, generate, load
 from legacy.calculate_pool_metrics import run as run_legacy_metrics
 from pipelines.local_run import stage_rehearsal
+from pipelines.runtime_profiles import PROFILES
 from pipelines.targets import LocalTarget
 from rehearsal import runtime_env
 from rehearsal.launcher import BatchFailed, local_path, spark_submit_command, submit
@@ -142,3 +143,17 @@ def test_forecast_batch_without_the_synapseml_python_files_fails_naming_them(met
     assert SYNAPSEML_LIGHTGBM_JAR in message and SYNAPSEML_CORE_JAR in message and "python_file_uris" in message
     with metrics_db.connect() as conn:  # it failed before writing anything
         assert conn.execute(text("SELECT to_regclass('stg_forecast_r1')")).scalar() is None
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_has_a_rehearsal_python_of_its_spark_line(name):
+    """RUNTIME_PROFILE=dataproc-3.0 is one setting away: its batches rehearse in a pyspark 4.0 Python."""
+    profile = PROFILES[name]
+    pins = dict(
+        line.split("==")
+        for line in runtime_env.requirements_file(profile.runtime_version).read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["pyspark"].startswith(f"{profile.spark_version}.")
+    assert not {"synapseml", "sqlalchemy", "psycopg2-binary", "kfp"} & {k.lower() for k in pins}
+    assert runtime_env.RUNTIME_PYTHON[profile.runtime_version] == profile.python_version
