@@ -352,6 +352,7 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
 
 def _register_gcp_commands() -> None:
     from pipelines.deploy import gcp_settings_command, package_command, stage_command
+    from pipelines.gcp_smoke import gcp_smoke_command
     from pipelines.vertex.commands import compare_command, publish_command, schedule_command, submit_command
 
     for command in (
@@ -362,6 +363,7 @@ def _register_gcp_commands() -> None:
         package_command,
         stage_command,
         gcp_settings_command,
+        gcp_smoke_command,
     ):
         cli.add_command(command)
 

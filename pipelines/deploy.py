@@ -22,6 +22,8 @@ SPARK_SRC = REPO_ROOT / "spark_src"
 ENTRYPOINTS = SPARK_SRC / "entrypoints"
 # The spark_src jobs the pipeline submits as Dataproc batches (one entry file each).
 SPARK_JOBS = ("pool_metrics", "forecast")
+# Staged too, read by no pipeline: the batch of `gcp-smoke` (pipelines/gcp_smoke.py).
+SMOKE_JOB = "smoke"
 ZIP_NAME = "spark_src.zip"
 # The earliest timestamp a zip entry can hold; fixed so that the same sources always give the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -63,7 +65,7 @@ def _cached_jars(settings: GcpSettings, cache_dir: Path) -> dict[Path, jars.Mave
 def staging_plan(settings: GcpSettings, dist_dir: Path, cache_dir: Path = jars.DEFAULT_CACHE) -> dict[str, str]:
     """``{local file: gs:// URI}`` of everything the Dataproc batches read: the zip, the entry files, the jars."""
     plan = {str(dist_dir / ZIP_NAME): settings.spark_src_zip}
-    plan.update({str(ENTRYPOINTS / f"{job}.py"): settings.entry_file(job) for job in SPARK_JOBS})
+    plan.update({str(ENTRYPOINTS / f"{job}.py"): settings.entry_file(job) for job in (*SPARK_JOBS, SMOKE_JOB)})
     plan.update({str(path): f"{settings.jars_prefix}/{path.name}" for path in _cached_jars(settings, cache_dir)})
     return plan
 

@@ -69,6 +69,9 @@ _FORECAST_PROPERTIES = {
     "spark.speculation": "false",
 }
 
+# The smoke batch (gcp-smoke) runs with the metrics job's properties: small, and no fit.
+_JOB_PROPERTIES = {"pool_metrics": _METRICS_PROPERTIES, "forecast": _FORECAST_PROPERTIES, "smoke": _METRICS_PROPERTIES}
+
 PROFILES: dict[str, RuntimeProfile] = {
     p.name: check_profile(p)
     for p in [
@@ -79,7 +82,11 @@ PROFILES: dict[str, RuntimeProfile] = {
             scala_version="2.12",
             python_version="3.12",
             jars=(JDBC_DRIVER, *SYNAPSEML_LIGHTGBM),
-            job_properties={"pool_metrics": _METRICS_PROPERTIES, "forecast": _FORECAST_PROPERTIES},
+            job_properties={
+                "pool_metrics": _METRICS_PROPERTIES,
+                "forecast": _FORECAST_PROPERTIES,
+                "smoke": _METRICS_PROPERTIES,
+            },
         ),
         RuntimeProfile(
             name="dataproc-3.0",
@@ -99,7 +106,11 @@ PROFILES: dict[str, RuntimeProfile] = {
                 MavenArtifact("com.microsoft.ml.lightgbm", "lightgbmlib", "3.3.510", transitive=False),
                 MavenArtifact("io.spray", "spray-json_2.13", "1.3.6", transitive=False),
             ),
-            job_properties={"pool_metrics": _METRICS_PROPERTIES, "forecast": _FORECAST_PROPERTIES},
+            job_properties={
+                "pool_metrics": _METRICS_PROPERTIES,
+                "forecast": _FORECAST_PROPERTIES,
+                "smoke": _METRICS_PROPERTIES,
+            },
         ),
     ]
 }

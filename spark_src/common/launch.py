@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-JOBS = ("pool_metrics", "forecast")
+JOBS = ("pool_metrics", "forecast", "smoke")
 
 
 def pool_metrics_args(
@@ -33,3 +33,8 @@ def forecast_args(
         "--quarantine-table", quarantine_table, "--with-naive", "--model-dir", model_dir, "--as-of", as_of, "--holdout-as-of", holdout_as_of, "--train-days", train_days,
         "--database-url", database_url, "--password-secret", password_secret, "--code-version", code_version,
     ]  # fmt: skip
+
+
+def smoke_args(*, database_url, password_secret, code_version) -> list[Any]:
+    """``spark_src.smoke.main`` arguments."""
+    return ["--database-url", database_url, "--password-secret", password_secret, "--code-version", code_version]
