@@ -60,7 +60,14 @@ class GcpSettings:
     pipeline_bucket: str = "your-gcp-project-pipeline-root"
     pipeline_service_account: str = "vertex-pipelines@your-gcp-project.iam.gserviceaccount.com"
     dataproc_service_account: str = "dataproc-spark@your-gcp-project.iam.gserviceaccount.com"
-    # VPC the pipeline job is peered with (reaches Cloud SQL's private IP): projects/<number>/global/networks/<n>.
+    # How pipeline jobs reach Cloud SQL's private IP (README, "Vertex AI → Cloud SQL"). "psc", the default: each
+    # job gets a Private Service Connect interface in the VPC through NETWORK_ATTACHMENT, and so reaches what the
+    # VPC's own subnets reach, Cloud SQL's private IP included. "peering": the job is peered with VPC_NETWORK,
+    # which reaches only the VPC's own subnets: Cloud SQL's producer network sits behind a second peering, and
+    # peering is not transitive.
+    vertex_networking: str = "psc"
+    network_attachment: str = "projects/your-gcp-project/regions/europe-west1/networkAttachments/defi-vertex-psc"
+    # VPC the pipeline job is peered with when vertex_networking is "peering": projects/<number>/global/networks/<n>.
     vpc_network: str = "projects/000000000000/global/networks/defi-vpc"
     dataproc_subnetwork: str = "projects/your-gcp-project/regions/europe-west1/subnetworks/defi-dataproc"
     # Cloud SQL (private IP) as a password-less URL, and the Secret Manager secret holding the password. Not

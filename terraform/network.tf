@@ -1,7 +1,10 @@
 # The VPC both halves of the pipeline use to reach Cloud SQL's private IP:
 # - Dataproc Serverless batches run in the subnet below (DATAPROC_SUBNETWORK);
-# - Vertex AI pipeline jobs are peered with the VPC (VPC_NETWORK) through private services access, the same
-#   service networking connection that gives Cloud SQL its private IP.
+# - Vertex AI pipeline jobs enter the VPC through a Private Service Connect interface (NETWORK_ATTACHMENT, the
+#   default) or, with vertex_networking = "peering", are peered with it (VPC_NETWORK). Cloud SQL's private IP lives
+#   in Google's producer network behind the private services access peering below: a PSC interface sits in a
+#   subnet of the VPC and reaches it like the batches do; a peered job reaches only the VPC's own subnets, since
+#   peering is not transitive.
 
 resource "google_project_service" "compute" {
   service = "compute.googleapis.com"
@@ -58,4 +61,20 @@ resource "google_service_networking_connection" "private_services" {
   reserved_peering_ranges = [google_compute_global_address.private_services.name]
 
   depends_on = [google_project_service.servicenetworking]
+}
+
+# Private Service Connect interface of the Vertex AI pipeline jobs: Vertex creates an interface in this subnet for
+# each job, through the network attachment (its id is NETWORK_ATTACHMENT). The subnet needs only a few addresses.
+resource "google_compute_subnetwork" "vertex_psc" {
+  name          = "${var.network_name}-vertex-psc"
+  region        = var.region
+  network       = google_compute_network.vpc.id
+  ip_cidr_range = var.vertex_psc_subnet_cidr
+}
+
+resource "google_compute_network_attachment" "vertex_psc" {
+  name                  = "${var.name_prefix}-vertex-psc"
+  region                = var.region
+  connection_preference = "ACCEPT_AUTOMATIC"
+  subnetworks           = [google_compute_subnetwork.vertex_psc.self_link]
 }

@@ -15,12 +15,14 @@ locals {
     PIPELINE_BUCKET          = google_storage_bucket.pipeline.name
     PIPELINE_SERVICE_ACCOUNT = google_service_account.pipelines.email
     DATAPROC_SERVICE_ACCOUNT = google_service_account.dataproc.email
+    VERTEX_NETWORKING        = var.vertex_networking
+    NETWORK_ATTACHMENT       = google_compute_network_attachment.vertex_psc.id
     # Vertex AI takes the peered network by project NUMBER.
-    VPC_NETWORK         = "projects/${data.google_project.current.number}/global/networks/${google_compute_network.vpc.name}"
-    DATAPROC_SUBNETWORK = google_compute_subnetwork.dataproc.id
-    CLOUD_SQL_URL        = local.database_url
-    CLOUD_SQL_PASSWORD_SECRET  = google_secret_manager_secret.db_password.id
-    TEMPLATE_REPOSITORY = google_artifact_registry_repository.templates.repository_id
+    VPC_NETWORK               = "projects/${data.google_project.current.number}/global/networks/${google_compute_network.vpc.name}"
+    DATAPROC_SUBNETWORK       = google_compute_subnetwork.dataproc.id
+    CLOUD_SQL_URL             = local.database_url
+    CLOUD_SQL_PASSWORD_SECRET = google_secret_manager_secret.db_password.id
+    TEMPLATE_REPOSITORY       = google_artifact_registry_repository.templates.repository_id
     # For runs started from a workstation; Cloud Build sets the commit's tag instead.
     COMPONENT_BASE_IMAGE = "${local.component_image_repository}/components:latest"
   }

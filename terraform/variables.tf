@@ -55,6 +55,32 @@ variable "dataproc_subnet_cidr" {
   }
 }
 
+variable "vertex_networking" {
+  description = <<-EOT
+    How Vertex AI pipeline jobs reach Cloud SQL's private IP: "psc" (a Private Service Connect interface in the VPC,
+    through the network attachment; reaches Cloud SQL) or "peering" (VPC peering; reaches only the VPC's own
+    subnets, so Cloud SQL only through a Cloud SQL PSC endpoint you add in the VPC). README: "Vertex AI → Cloud SQL".
+  EOT
+  type        = string
+  default     = "psc"
+
+  validation {
+    condition     = contains(["psc", "peering"], var.vertex_networking)
+    error_message = "vertex_networking is psc or peering."
+  }
+}
+
+variable "vertex_psc_subnet_cidr" {
+  description = "Range of the subnet the pipeline jobs' PSC interfaces take addresses from. Must not overlap the others."
+  type        = string
+  default     = "10.10.8.0/28"
+
+  validation {
+    condition     = can(cidrhost(var.vertex_psc_subnet_cidr, 0))
+    error_message = "vertex_psc_subnet_cidr must be an IPv4 CIDR such as 10.10.8.0/28."
+  }
+}
+
 variable "private_service_cidr" {
   description = <<-EOT
     Range reserved for private services access (Cloud SQL private IP, Vertex AI peering). Must not overlap the

@@ -104,3 +104,13 @@ resource "google_artifact_registry_repository_iam_member" "pipelines_templates_r
   role       = "roles/artifactregistry.reader"
   member     = local.pipelines_member
 }
+
+# Vertex AI's service agent creates each pipeline job's PSC interface in the VPC through the network attachment
+# (terraform/network.tf); Google's setup for PSC interfaces grants it the Compute Network Admin role for that.
+resource "google_project_iam_member" "vertex_agent_network_admin" {
+  project = var.project_id
+  role    = "roles/compute.networkAdmin"
+  member  = "serviceAccount:service-${data.google_project.current.number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
+
+  depends_on = [google_project_service.aiplatform]
+}

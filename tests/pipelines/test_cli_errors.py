@@ -23,6 +23,7 @@ REAL_SETTINGS = {
     "PIPELINE_BUCKET": "acme-defi-pipeline-root",
     "PIPELINE_SERVICE_ACCOUNT": "defi-pipelines@acme-defi.iam.gserviceaccount.com",
     "DATAPROC_SERVICE_ACCOUNT": "defi-dataproc@acme-defi.iam.gserviceaccount.com",
+    "NETWORK_ATTACHMENT": "projects/acme-defi/regions/europe-west4/networkAttachments/defi-vertex-psc",
     "VPC_NETWORK": "projects/123456789012/global/networks/defi-vpc",
     "DATAPROC_SUBNETWORK": "projects/acme-defi/regions/europe-west4/subnetworks/defi-dataproc",
     "CLOUD_SQL_PASSWORD_SECRET": "projects/acme-defi/secrets/defi-db-password",
@@ -153,7 +154,7 @@ def test_placeholder_settings_are_refused_by_every_command_that_talks_to_gcp(arg
     assert result.exit_code == errors.SETTINGS, result.output
     assert lines == [
         "error: GCP settings still hold the documented placeholders: GCP_PROJECT, SPARK_BUCKET, PIPELINE_BUCKET, "
-        "PIPELINE_SERVICE_ACCOUNT, DATAPROC_SERVICE_ACCOUNT, VPC_NETWORK, DATAPROC_SUBNETWORK, "
+        "PIPELINE_SERVICE_ACCOUNT, DATAPROC_SERVICE_ACCOUNT, NETWORK_ATTACHMENT, VPC_NETWORK, DATAPROC_SUBNETWORK, "
         "CLOUD_SQL_PASSWORD_SECRET. Next: run `make gcp-settings` (writes .env.gcp from Terraform) or export the "
         "GCP_* settings"
     ]

@@ -23,6 +23,7 @@ ENV = {
     "PIPELINE_BUCKET": "acme-defi-pipeline-root",
     "PIPELINE_SERVICE_ACCOUNT": "defi-pipelines@acme-defi.iam.gserviceaccount.com",
     "DATAPROC_SERVICE_ACCOUNT": "defi-dataproc@acme-defi.iam.gserviceaccount.com",
+    "NETWORK_ATTACHMENT": "projects/acme-defi/regions/europe-west4/networkAttachments/defi-vertex-psc",
     "VPC_NETWORK": "projects/123456789012/global/networks/defi-vpc",
     "DATAPROC_SUBNETWORK": "projects/acme-defi/regions/europe-west4/subnetworks/defi-dataproc",
     "CLOUD_SQL_URL": "postgresql://metrics@10.8.0.5:5432/defi",
@@ -45,7 +46,9 @@ def test_dry_run_prints_the_pipeline_job_and_the_batch_and_sends_nothing(monkeyp
     job = printed["pipeline_job"]
     assert job["parent"] == "projects/acme-defi/locations/europe-west4"
     assert job["pipelineJob"]["serviceAccount"] == ENV["PIPELINE_SERVICE_ACCOUNT"]
-    assert job["pipelineJob"]["network"] == ENV["VPC_NETWORK"]  # the pipeline's own network path
+    # The pipeline's own network path: a PSC interface into the VPC (the default), as the real runs.
+    assert job["pipelineJob"]["pscInterfaceConfig"] == {"networkAttachment": ENV["NETWORK_ATTACHMENT"]}
+    assert "network" not in job["pipelineJob"]
     assert job["pipelineJob"]["pipelineSpec"] == "<pipeline defi-gcp-smoke: 1 tasks>"
     assert job["pipelineJob"]["runtimeConfig"]["parameterValues"] == {
         "database_url": ENV["CLOUD_SQL_URL"],

@@ -45,6 +45,7 @@ SETTINGS = GcpSettings(
     pipeline_service_account="vertex-pipelines@defi-test-project.iam.gserviceaccount.com",
     dataproc_service_account="dataproc-spark@defi-test-project.iam.gserviceaccount.com",
     vpc_network="projects/123456789012/global/networks/defi-vpc",
+    network_attachment="projects/defi-test-project/regions/europe-west4/networkAttachments/defi-vertex-psc",
     dataproc_subnetwork="projects/defi-test-project/regions/europe-west4/subnetworks/defi-dataproc",
     cloud_sql_url="postgresql://metrics@10.20.0.3:5432/defi",
     cloud_sql_password_secret="projects/defi-test-project/secrets/defi-db-password",
@@ -333,7 +334,9 @@ def test_submit_sends_service_account_network_and_no_password(compiled, offline_
     request = sent["request"]
     assert request.parent == f"projects/{SETTINGS.gcp_project}/locations/{SETTINGS.gcp_region}"
     assert request.pipeline_job.service_account == SETTINGS.pipeline_service_account
-    assert request.pipeline_job.network == SETTINGS.vpc_network
+    # Private Service Connect interface, the default: peering would reach the VPC's subnets, not Cloud SQL.
+    assert request.pipeline_job.psc_interface_config.network_attachment == SETTINGS.network_attachment
+    assert request.pipeline_job.network == ""
     assert job.resource_name.endswith(f"/pipelineJobs/{request.pipeline_job_id}")
     sent_parameters = json_format.MessageToDict(request.pipeline_job._pb.runtime_config)["parameterValues"]
     assert sent_parameters == {"start": "2026-06-01", "experiment": ""}  # Vertex links the run, not the pipeline
@@ -349,6 +352,16 @@ def test_submit_sends_service_account_network_and_no_password(compiled, offline_
     dry = jobs.submit(SETTINGS, compiled["vertex"], {"start": "2026-06-01"}, EXPERIMENT, dry_run=True)
     dry.pipeline_job_id = request.pipeline_job_id
     assert dry == request
+
+
+def test_peering_is_one_setting_away(compiled, offline_aiplatform):
+    peering = dataclasses.replace(SETTINGS, vertex_networking="peering")
+    job = vertex.submit(peering, compiled["vertex"], {}, EXPERIMENT, dry_run=True).pipeline_job
+    assert (job.network, job.psc_interface_config.network_attachment) == (SETTINGS.vpc_network, "")
+    scheduled = vertex.schedule(peering, compiled["vertex"], {}, vertex.DEFAULT_CRON, "d", EXPERIMENT, dry_run=True)
+    assert scheduled.schedule.create_pipeline_job_request.pipeline_job.network == SETTINGS.vpc_network
+    with pytest.raises(ValueError, match="psc or peering"):
+        vertex.submit(dataclasses.replace(SETTINGS, vertex_networking="vpn"), compiled["vertex"], {}, "", dry_run=True)
 
 
 def test_schedule_sends_cron_one_run_at_a_time_and_the_experiment(compiled, offline_aiplatform, monkeypatch):
@@ -390,7 +403,8 @@ def test_schedule_sends_cron_one_run_at_a_time_and_the_experiment(compiled, offl
     assert schedule.display_name == "defi-daily"
     pipeline_job = schedule.create_pipeline_job_request.pipeline_job
     assert pipeline_job.service_account == SETTINGS.pipeline_service_account
-    assert pipeline_job.network == SETTINGS.vpc_network
+    assert pipeline_job.psc_interface_config.network_attachment == SETTINGS.network_attachment
+    assert pipeline_job.network == ""
     parameters = json_format.MessageToDict(pipeline_job._pb.runtime_config)["parameterValues"]
     assert parameters["experiment"] == EXPERIMENT  # schedules take no experiment: the last step logs the run
     assert TEST_PASSWORD not in aiplatform_v1.Schedule.to_json(schedule)
