@@ -108,8 +108,8 @@ def ensure(runtime: str, root: Path = DEFAULT_ROOT, *, quiet: bool = True) -> Pa
                 f"could not build the Dataproc {runtime} rehearsal environment from {requirements_file(runtime)}:\n"
                 f"{(result.stdout or '')[-2000:]}{(result.stderr or '')[-2000:]}"
             )
-        # The venv's scripts hard-code its folder: move by recreating the shebangs is fragile, so the build
-        # happens at the final name's sibling and only the marker makes it usable.
+        # Built aside and renamed, then the scripts' shebangs (which name the build folder) rewritten: a build
+        # killed half-way leaves only a .partial folder, and only the marker file makes an environment usable.
         if target.exists():
             shutil.rmtree(target)
         partial.rename(target)
