@@ -356,12 +356,12 @@ def test_submit_sends_service_account_network_and_no_password(compiled, offline_
 
 def test_peering_is_one_setting_away(compiled, offline_aiplatform):
     peering = dataclasses.replace(SETTINGS, vertex_networking="peering")
-    job = vertex.submit(peering, compiled["vertex"], {}, EXPERIMENT, dry_run=True).pipeline_job
+    job = jobs.submit(peering, compiled["vertex"], {}, EXPERIMENT, dry_run=True).pipeline_job
     assert (job.network, job.psc_interface_config.network_attachment) == (SETTINGS.vpc_network, "")
-    scheduled = vertex.schedule(peering, compiled["vertex"], {}, vertex.DEFAULT_CRON, "d", EXPERIMENT, dry_run=True)
+    scheduled = jobs.schedule(peering, compiled["vertex"], {}, jobs.DEFAULT_CRON, "d", EXPERIMENT, dry_run=True)
     assert scheduled.schedule.create_pipeline_job_request.pipeline_job.network == SETTINGS.vpc_network
     with pytest.raises(ValueError, match="psc or peering"):
-        vertex.submit(dataclasses.replace(SETTINGS, vertex_networking="vpn"), compiled["vertex"], {}, "", dry_run=True)
+        jobs.submit(dataclasses.replace(SETTINGS, vertex_networking="vpn"), compiled["vertex"], {}, "", dry_run=True)
 
 
 def test_schedule_sends_cron_one_run_at_a_time_and_the_experiment(compiled, offline_aiplatform, monkeypatch):
