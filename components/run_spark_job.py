@@ -88,8 +88,9 @@ def run_forecast_local(
 
     args = forecast_args(
         run_id=run_id, staging_table=staging_table, backtest_table=backtest_table,
-        quarantine_table=quarantine_table, model_dir=model_dir, as_of=as_of, holdout_as_of=holdout_as_of, train_days=train_days, database_url=database_url,
-        password_secret=password_secret, code_version=code_version(),
+        quarantine_table=quarantine_table, model_dir=model_dir, as_of=as_of, holdout_as_of=holdout_as_of,
+        train_days=train_days, database_url=database_url, password_secret=password_secret,
+        code_version=code_version(),
     )  # fmt: skip
     summary = submit({**batch, "args": args})
     forecasts.uri = summary["table_uri"]

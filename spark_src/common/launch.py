@@ -30,7 +30,8 @@ def forecast_args(
     the forecast gate compares the model with."""
     return [
         "--run-id", run_id, "--staging-table", staging_table, "--backtest-table", backtest_table,
-        "--quarantine-table", quarantine_table, "--with-naive", "--model-dir", model_dir, "--as-of", as_of, "--holdout-as-of", holdout_as_of, "--train-days", train_days,
+        "--quarantine-table", quarantine_table, "--with-naive", "--model-dir", model_dir, "--as-of", as_of,
+        "--holdout-as-of", holdout_as_of, "--train-days", train_days,
         "--database-url", database_url, "--password-secret", password_secret, "--code-version", code_version,
     ]  # fmt: skip
 

@@ -97,7 +97,7 @@ def metrics_db(db, db_config):
 def _forecast_batch(db_config, tmp_path, **overrides) -> dict:
     batch = LocalTarget().batch("forecast") | overrides
     args = forecast_args(
-        run_id="r1", staging_table="stg_forecast_r1", backtest_table="stg_backtest_r1",
+        run_id="r1", staging_table="stg_forecast_r1", backtest_table="stg_backtest_r1", quarantine_table="stg_q_r1",
         model_dir=str(tmp_path / "model"), as_of="", holdout_as_of="", train_days=60, database_url=db_config.url,
         password_secret="env:DB_PASSWORD", code_version="3f9c2ab",
     )  # fmt: skip
