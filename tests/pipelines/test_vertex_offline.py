@@ -130,6 +130,9 @@ def sample_outputs() -> dict[tuple[str, str], str]:
     context = make_run_context.python_func(pipeline_job_id=SAMPLE_JOB_UUID, model_root=SETTINGS.model_root)
     return {
         **{("comp-make-run-context", key): value for key, value in context._asdict().items()},
+        ("comp-resolve-run-range", "start"): "2026-06-17",
+        ("comp-resolve-run-range", "end"): "2026-06-19",
+        ("comp-resolve-run-range", "mode"): "incremental",
         ("comp-resolve-forecast-dates", "as_of"): "2026-06-19",
         ("comp-resolve-forecast-dates", "forecast_date"): "2026-06-20",
         ("comp-resolve-forecast-dates", "holdout_as_of"): "2026-06-16,2026-06-17,2026-06-18",
@@ -221,7 +224,8 @@ def test_pipeline_job_carries_root_parameters_and_labels(compiled, offline_aipla
 
     resource = job._gca_resource
     assert resource.runtime_config.gcs_output_directory == SETTINGS.pipeline_root
-    assert parameter_values(job) == {"train_days": 30, "start": "2026-06-01"}
+    # Dates without a mode ask for a backfill: the mode is made explicit in the run's parameters.
+    assert parameter_values(job) == {"train_days": 30, "start": "2026-06-01", "mode": "range"}
     assert dict(resource.labels) == SETTINGS.labels == {"app": "defi-pool-pipeline", "code-version": "abc1234"}
     assert resource.display_name == "defi-pool-metrics-vertex-abc1234"
     assert resource.template_uri == ""  # a local file: no registry link
@@ -339,7 +343,8 @@ def test_submit_sends_service_account_network_and_no_password(compiled, offline_
     assert request.pipeline_job.network == ""
     assert job.resource_name.endswith(f"/pipelineJobs/{request.pipeline_job_id}")
     sent_parameters = json_format.MessageToDict(request.pipeline_job._pb.runtime_config)["parameterValues"]
-    assert sent_parameters == {"start": "2026-06-01", "experiment": ""}  # Vertex links the run, not the pipeline
+    # Vertex links the run to the experiment, not the pipeline: its experiment parameter stays empty.
+    assert sent_parameters == {"start": "2026-06-01", "mode": "range", "experiment": ""}
     validate.assert_called_once_with(EXPERIMENT)
     associate.assert_called_once_with(EXPERIMENT)
     serialized = aiplatform_v1.CreatePipelineJobRequest.to_json(request)
