@@ -98,7 +98,10 @@ def evaluate_forecasts(
         sample_pools=sample_pools,
     )
     evaluation = forecasts.score(
-        forecasts.read_panel(DbConfig.from_url(database_url, password_secret), request), request
+        forecasts.read_panel(
+            DbConfig.from_url(database_url, password_secret).named("evaluate_forecasts", run_id), request
+        ),
+        request,
     )
     for name, value in evaluation.metrics(gate_enabled).items():
         forecast_metrics.log_metric(name, value)

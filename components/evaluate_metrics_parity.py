@@ -107,7 +107,9 @@ def evaluate_metrics_parity(
         abs_tol=abs_tol,
         worst_rows=worst_rows,
     )
-    comparison = metrics_parity.compare(DbConfig.from_url(database_url, password_secret), request)
+    comparison = metrics_parity.compare(
+        DbConfig.from_url(database_url, password_secret).named("evaluate_metrics_parity"), request
+    )
     for name, value in comparison.metrics().items():
         parity.log_metric(name, value)
     Path(report.path).write_text(metrics_parity.render_markdown(comparison), encoding="utf-8")

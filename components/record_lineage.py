@@ -49,7 +49,7 @@ def record_table(
     check_identifiers(table, *([time_column] if time_column else []))
     if role not in ("source", "staging", "target"):
         raise ValueError(f"role must be source, staging or target, got {role!r}")
-    db = DbConfig.from_url(database_url, password_secret)
+    db = DbConfig.from_url(database_url, password_secret).named("record_lineage", run_id)
     span = f', min("{time_column}")::date, max("{time_column}")::date' if time_column else ", NULL, NULL"
     with connect(db) as conn:
         conn.execute(text("SET TIME ZONE 'UTC'"))  # a timestamptz's day is its UTC day, as in the jobs

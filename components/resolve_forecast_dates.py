@@ -16,11 +16,11 @@ def resolve_forecast_dates(
     holdout_days: int = 3,
     password_secret: str = "env:DB_PASSWORD",
 ) -> NamedTuple("ForecastDates", as_of=str, forecast_date=str, holdout_as_of=str):
-    """The as-of date (default: the latest day with actuals, never today's date) and the holdout as-of dates.
+    """The as-of date (default: the latest day up to today, UTC, with actuals) and the holdout as-of dates.
 
     Args:
         database_url: Password-less ``postgresql://user@host:port/db``.
-        as_of: ISO date to forecast from; empty for the latest day with an ``actual_apy``.
+        as_of: ISO date to forecast from; empty for the latest day up to today with an ``actual_apy``.
         holdout_days: Backtest as-of dates: the ``holdout_days`` days before ``as_of`` (their next days have
             actuals, so forecasts made from them can be scored).
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
@@ -35,18 +35,20 @@ def resolve_forecast_dates(
 
     from sqlalchemy import text
 
+    from spark_src.common import time_bounds
     from spark_src.common.config import DbConfig
     from spark_src.common.sql import connect
 
     if holdout_days < 1:
         raise ValueError(f"holdout_days must be >= 1 (the evaluation scores the holdout dates), got {holdout_days}")
-    with connect(DbConfig.from_url(database_url, password_secret)) as conn:
-        latest = conn.execute(text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")).scalar()
+    now = time_bounds.utc_now()
+    with connect(DbConfig.from_url(database_url, password_secret).named("resolve_forecast_dates")) as conn:
+        latest = conn.execute(text(time_bounds.latest_actuals_query(now))).scalar()
     if latest is None:
-        raise RuntimeError("pool_daily_metrics has no actuals: nothing to forecast from")
+        raise RuntimeError(f"pool_daily_metrics has no actuals up to today ({now.date()}): nothing to forecast from")
     day = dt.date.fromisoformat(as_of) if as_of else latest
     if day > latest:
-        raise ValueError(f"as_of {day} is after the latest day with actuals ({latest})")
+        raise ValueError(f"as_of {day} is after the latest day up to today with actuals ({latest})")
     holdouts = [day - dt.timedelta(days=k) for k in range(holdout_days, 0, -1)]
     result = namedtuple("ForecastDates", ["as_of", "forecast_date", "holdout_as_of"])
     return result(day.isoformat(), (day + dt.timedelta(days=1)).isoformat(), ",".join(d.isoformat() for d in holdouts))

@@ -43,7 +43,7 @@ def resolve_run_range(
     from spark_src.common.sql import connect
     from spark_src.pool_metrics import run_range as rr
 
-    with connect(DbConfig.from_url(database_url, password_secret)) as conn:
+    with connect(DbConfig.from_url(database_url, password_secret).named("resolve_run_range")) as conn:
         bounds = rr.fetch_bounds(conn)
     resolved = rr.resolve(mode, start, end, late_days, bounds)
     run_range.metadata.update(

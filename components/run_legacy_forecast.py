@@ -37,7 +37,7 @@ def run_legacy_forecast(
     from legacy.forecast_pools import create_forecast_table, run
     from spark_src.common.config import DbConfig
 
-    db = DbConfig.from_url(database_url, password_secret)
+    db = DbConfig.from_url(database_url, password_secret).named("run_legacy_forecast", run_id)
     create_forecast_table(db, staging_table)
     summaries = []
     for day in [d for d in holdout_as_of.split(",") if d]:

@@ -46,5 +46,6 @@ def run_legacy_metrics(
         end=dt.date.fromisoformat(end) if end else None,
         target_table=shadow_table,
         replace_range=True,
+        run_id=run_id,
     )
     shadow.metadata.update({**summary, "run_id": run_id})

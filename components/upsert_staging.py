@@ -45,7 +45,7 @@ def upsert_staging(
     from database.promote import promote
     from spark_src.common.config import DbConfig
 
-    db = DbConfig.from_url(database_url, password_secret)
+    db = DbConfig.from_url(database_url, password_secret).named("upsert_staging", run_id)
     promotion = promote(db, staging_table, target_table, key_columns, update_columns, drop_staging)
     promoted.uri = db.table_uri(target_table)
     promoted.metadata.update(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from spark_src.common import faults
 from spark_src.common.config import DbConfig
+from spark_src.common.pg import lock_for_promotion
 from spark_src.common.sql import check_identifiers, transaction
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,9 @@ def promote(
 ) -> Promotion:
     """Upserts ``staging_table`` into ``target_table`` (and drops the staging table) in one transaction.
 
-    On any error the transaction rolls back: the target is untouched and the staging table is kept.
+    On any error the transaction rolls back: the target is untouched and the staging table is kept (the cleanup
+    step of a later run removes it). Promotions into one target are serialised by a transaction-scoped advisory
+    lock: overlapping runs queue, they do not interleave.
 
     Raises:
         ValueError: see :func:`upsert_sql` (raised before connecting).
@@ -76,6 +80,8 @@ def promote(
     sql = upsert_sql(staging_table, target_table, key_columns, update_columns)
     keys = ", ".join(f'"{c}"' for c in key_columns)
     with transaction(db) as conn:
+        # Promotions into one target queue here, one transaction at a time (up to lock_timeout).
+        lock_for_promotion(conn, target_table)
         if conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{staging_table}"'}).scalar() is None:
             raise RuntimeError(f"staging table {staging_table} does not exist (did the Spark step write it?)")
         staging_rows, distinct_keys = conn.execute(
@@ -88,6 +94,7 @@ def promote(
         inserted, updated = conn.execute(text(sql)).one()
         if drop_staging:
             conn.execute(text(f'DROP TABLE "{staging_table}"'))
+        faults.maybe_kill(f"upsert:{target_table}")
     promotion = Promotion(staging_rows, inserted, updated)
     log.info(
         "%s -> %s: %d inserted, %d updated, %d unchanged",

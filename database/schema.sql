@@ -93,3 +93,15 @@ CREATE TABLE IF NOT EXISTS pool_observation_quarantine (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pool_id, date, column_name, run_id)
 );
+
+-- One row per pipeline run, written by its first step and closed by its last: the cleanup step of a later run
+-- finds the runs that never finished (killed, crashed, failed) and removes what they left (staging and shadow
+-- tables named stg_*_<run_id>, their forecast history rows, their model directory).
+CREATE TABLE IF NOT EXISTS pipeline_runs (
+    run_id       text PRIMARY KEY,
+    status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'cleaned')),
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    model_dir    text NOT NULL DEFAULT '',
+    cleanup      jsonb
+);

@@ -31,9 +31,11 @@ from psycopg2.extensions import connection as PgConnection
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, text
 
+from spark_src.common import faults, pg, time_bounds
 from spark_src.common.columns import METRIC_COLUMNS, POOL_METRIC_COLUMNS
 from spark_src.common.config import DbConfig
 from spark_src.common.sql import IDENTIFIER, transaction
+from spark_src.common.time_bounds import EXOGENOUS_MAX_AGE_DAYS, TIMESTAMP_REJECTION_REASONS
 
 log = logging.getLogger("legacy.calculate_pool_metrics")
 
@@ -260,8 +262,16 @@ def daily_closes(ohlcv: pd.DataFrame) -> pd.DataFrame:
     return latest[["date", "close"]].astype({"close": "float64"}).reset_index(drop=True)
 
 
-def _as_of(days: pd.Series, values_by_date: pd.DataFrame, value_column: str, *, strictly_before: bool) -> np.ndarray:
-    """For each day: the value on the latest date before it (``strictly_before``) or on or before it."""
+def _as_of(
+    days: pd.Series,
+    values_by_date: pd.DataFrame,
+    value_column: str,
+    *,
+    strictly_before: bool,
+    max_age_days: int = EXOGENOUS_MAX_AGE_DAYS,
+) -> np.ndarray:
+    """For each day: the value on the latest date before it (``strictly_before``) or on or before it; NaN when
+    that date is more than ``max_age_days`` before the day (a stale value is not carried forward)."""
     usable = values_by_date[np.isfinite(values_by_date[value_column].to_numpy(dtype="float64"))]
     usable = usable.sort_values("date")
     dates = pd.DatetimeIndex(usable["date"])
@@ -271,6 +281,8 @@ def _as_of(days: pd.Series, values_by_date: pd.DataFrame, value_column: str, *, 
     # searchsorted on the sorted dates: side="left" counts dates < day, side="right" dates <= day.
     position = dates.searchsorted(pd.DatetimeIndex(days), side="left" if strictly_before else "right") - 1
     found = position >= 0
+    age = (pd.DatetimeIndex(days) - dates[np.maximum(position, 0)]).days if len(dates) else np.zeros(len(days))
+    found &= np.asarray(age) <= max_age_days
     result = np.full(len(days), np.nan)
     result[found] = values[position[found]]
     return result
@@ -282,7 +294,8 @@ def attach_exogenous(
     """Adds ``eth_open``, ``btc_open`` (close of the latest date < d) and ``gas_price_gwei`` (latest date <= d).
 
     These are as-of lookups on dates, not a lag over rows: a missing CMC or gas date does not shift the
-    values by a day. Dates without a usable (finite, non-NULL) value are skipped.
+    values by a day. Dates without a usable (finite, non-NULL) value are skipped. A value from more than
+    :data:`EXOGENOUS_MAX_AGE_DAYS` days before d is stale: NULL.
 
     Args:
         metrics: Any frame with a ``date`` column (midnight datetime64).
@@ -316,75 +329,56 @@ def in_date_range(frame: pd.DataFrame, start: dt.date | None, end: dt.date | Non
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _utc_midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-
-
-def fetch_pool_history(conn: Connection, since: dt.date | None, until: dt.date | None) -> pd.DataFrame:
-    """All history rows of the active pools observed on UTC days [since, until], in one query.
+def fetch_pool_history(conn: Connection, since: dt.date | None, until: dt.date, now: dt.datetime) -> pd.DataFrame:
+    """History rows of the active pools observed on UTC days [since, until], plus every row whose timestamp is
+    rejected (later than ``now`` + skew, or before the earliest believable time), in one query.
 
     Args:
         conn: SQLAlchemy connection.
         since: First UTC day to read (None: from the beginning).
-        until: Last UTC day to read, inclusive (None: to the end).
+        until: Last UTC day to read, inclusive.
+        now: The run's reference time.
 
     Returns:
-        Columns ``id``, ``pool_id``, ``timestamp`` (UTC), ``apy_raw``, ``tvl_raw`` (text or None).
+        Columns ``id``, ``pool_id``, ``timestamp`` (UTC; NaT when rejected), ``timestamp_problem`` (None or a
+        :data:`TIMESTAMP_REJECTION_REASONS` value), ``apy_raw``, ``tvl_raw`` (text or None).
     """
-    filters = ["p.is_active"]
-    params: dict[str, Any] = {}
-    if since is not None:
-        filters.append('h."timestamp" >= :since')
-        params["since"] = _utc_midnight(since)
-    if until is not None:
-        filters.append('h."timestamp" < :before')
-        params["before"] = _utc_midnight(until + dt.timedelta(days=1))
-    query = text(
-        f"""SELECT h.id, h.pool_id, h."timestamp",
-                   h.raw_json_data->>'apy' AS apy_raw, h.raw_json_data->>'tvlUsd' AS tvl_raw
-            FROM raw_defillama_pool_history h JOIN pools p ON p.pool_id = h.pool_id
-            WHERE {" AND ".join(filters)}"""
+    history = pd.read_sql(text(time_bounds.history_query(since, until, now)), conn).rename(
+        columns={"history_id": "id", "observed_at": "timestamp", "apy_text": "apy_raw", "tvl_text": "tvl_raw"}
     )
-    history = pd.read_sql(query, conn, params=params)
     history["timestamp"] = pd.to_datetime(history["timestamp"], utc=True)
     return history
 
 
-def fetch_coinmarketcap_closes(conn: Connection, symbol: str, until: dt.date | None) -> pd.DataFrame:
-    """One symbol's CMC rows up to UTC day ``until`` (inclusive), with no lower bound: the as-of lookup may
-    need a close from long before ``--start``.
+def split_timestamp_rejections(history: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drops the rows whose timestamp the history query rejected; returns the rest and the counts by reason."""
+    rejected = history["timestamp_problem"].notna()
+    found = history.loc[rejected, "timestamp_problem"].value_counts()
+    counts = {reason: int(found.get(reason, 0)) for reason in TIMESTAMP_REJECTION_REASONS}
+    return history.loc[~rejected].drop(columns="timestamp_problem").reset_index(drop=True), counts
+
+
+def fetch_coinmarketcap_closes(conn: Connection, symbol: str, until: dt.date, now: dt.datetime) -> pd.DataFrame:
+    """One symbol's CMC rows up to UTC day ``until`` (inclusive) and ``now`` + skew, with no lower bound: the
+    as-of lookup may need a close from before ``--start``.
 
     Returns:
         Columns ``id``, ``data_timestamp`` (UTC), ``close_raw`` (text or None).
     """
-    params: dict[str, Any] = {"symbol": symbol}
-    until_filter = ""
-    if until is not None:
-        until_filter = " AND data_timestamp < :before"
-        params["before"] = _utc_midnight(until + dt.timedelta(days=1))
-    query = text(
-        "SELECT id, data_timestamp, raw_json_data->'USD'->>'close' AS close_raw "
-        f"FROM raw_coinmarketcap_ohlcv WHERE symbol = :symbol{until_filter}"
-    )
-    closes = pd.read_sql(query, conn, params=params)
+    closes = pd.read_sql(text(time_bounds.cmc_query(until, now)), conn)
+    closes = closes[closes["symbol"] == symbol].rename(columns={"close_text": "close_raw"}).reset_index(drop=True)
     closes["data_timestamp"] = pd.to_datetime(closes["data_timestamp"], utc=True)
-    return closes
+    return closes[["id", "data_timestamp", "close_raw"]]
 
 
-def fetch_gas(conn: Connection, until: dt.date | None) -> pd.DataFrame:
-    """Daily gas prices up to ``until`` (inclusive), no lower bound (as-of lookup).
+def fetch_gas(conn: Connection, until: dt.date, now: dt.datetime) -> pd.DataFrame:
+    """Daily gas prices up to ``until`` and today (inclusive), no lower bound (as-of lookup).
 
     Returns:
         Columns ``date`` (midnight datetime64) and ``gas_gwei`` (float; NaN for NULL).
     """
-    params: dict[str, Any] = {}
-    until_filter = ""
-    if until is not None:
-        until_filter = " WHERE date <= :until"
-        params["until"] = until
     # numeric -> double in the database: correctly rounded, and the Spark job reads it the same way.
-    query = text(f"SELECT date, actual_avg_gas_gwei::double precision AS gas_gwei FROM gas_fees_daily{until_filter}")
-    gas = pd.read_sql(query, conn, params=params)
+    gas = pd.read_sql(text(time_bounds.gas_query(until, now)), conn)
     gas["date"] = pd.to_datetime(gas["date"])
     gas["gas_gwei"] = gas["gas_gwei"].astype("float64")
     return gas
@@ -456,6 +450,8 @@ def run(
     end: dt.date | None = None,
     target_table: str = DEFAULT_TARGET_TABLE,
     replace_range: bool = False,
+    now: dt.datetime | None = None,
+    run_id: str = "",
 ) -> dict[str, Any]:
     """Computes the metrics of days [start, end] and upserts them into ``target_table`` in one transaction.
 
@@ -465,29 +461,35 @@ def run(
     Args:
         config: Database location; the password is resolved from its secret reference.
         start: First day to write (None: from the first observation).
-        end: Last day to write, inclusive (None: to the last observation).
-        target_table: ``pool_daily_metrics_legacy`` (shadow, created if missing) or ``pool_daily_metrics``.
+        end: Last day to write, inclusive (None: today, UTC, of ``now``).
+        target_table: A shadow table (created if missing) or ``pool_daily_metrics`` (rollback).
         replace_range: Delete the target's rows in [start, end] first (same transaction), so that a shadow table
             holds exactly this run's rows for the range (rows of an earlier run that would no longer be produced
             must not show up in the parity comparison). Refused on the production table: it would drop forecasts.
+        now: The run's reference time (None: the current time); later observations are rejected.
+        run_id: The pipeline run, for the sessions' ``application_name``.
 
     Returns:
         ``pools`` (pools with at least one row written), ``rows_written``, ``rejected`` and ``tvl_nulled``
-        (counts by reason, days in [start, end] only), ``target_table``, ``start``, ``end``.
+        (counts by reason, days in [start, end] only; timestamp rejections over all rows read),
+        ``active_pools_without_rows``, ``target_table``, ``start``, ``end``, ``now``.
     """
     check_table_name(target_table)
     if replace_range and target_table == PRODUCTION_TABLE:
         raise ValueError(f"replace_range would delete rows (and forecasts) of {PRODUCTION_TABLE}; use a shadow table")
-    if start is not None and end is not None and start > end:
-        raise ValueError(f"start {start} is after end {end}")
+    now = now or time_bounds.utc_now()
+    end = time_bounds.default_end(end, now)
+    if start is not None and start > end:
+        raise ValueError(f"start {start} is after the run's last day {end}")
     read_from = start - dt.timedelta(days=LOOKBACK_DAYS) if start is not None else None
 
     # One transaction for the reads and the write: a failed run leaves the target untouched.
-    with transaction(config) as conn:
-        history = fetch_pool_history(conn, read_from, end)
-        ohlcv_eth = fetch_coinmarketcap_closes(conn, "ETH", end)
-        ohlcv_btc = fetch_coinmarketcap_closes(conn, "BTC", end)
-        gas = fetch_gas(conn, end)
+    with transaction(config.named("legacy_metrics", run_id)) as conn:
+        history, timestamp_rejections = split_timestamp_rejections(fetch_pool_history(conn, read_from, end, now))
+        ohlcv_eth = fetch_coinmarketcap_closes(conn, "ETH", end, now)
+        ohlcv_btc = fetch_coinmarketcap_closes(conn, "BTC", end, now)
+        gas = fetch_gas(conn, end, now)
+        active_pools = conn.execute(text(time_bounds.active_pools_query())).scalar_one()
 
         daily, counts = select_daily_observations(history, count_from=start)
         per_pool = []
@@ -500,20 +502,30 @@ def run(
             metrics["date"] = pd.to_datetime(metrics["date"])
         metrics = attach_exogenous(metrics, daily_closes(ohlcv_eth), daily_closes(ohlcv_btc), gas)
 
-        pg = conn.connection.driver_connection
-        ensure_target_table(pg, target_table)
+        # Writers of one table queue here (the rollback path may meet the pipeline's promotion).
+        pg.lock_for_promotion(conn, target_table)
+        raw = conn.connection.driver_connection
+        ensure_target_table(raw, target_table)
         if replace_range:
-            _delete_range(pg, target_table, start, end)
-        rows_written = write_metrics(pg, metrics, target_table)
+            _delete_range(raw, target_table, start, end)
+        rows_written = write_metrics(raw, metrics, target_table)
+        faults.maybe_kill("legacy")
 
+    pools = int(metrics["pool_id"].nunique())
     return {
-        "pools": int(metrics["pool_id"].nunique()),
+        "pools": pools,
         "rows_written": rows_written,
-        "rejected": {reason: counts[reason] for reason in APY_REJECTION_REASONS},
+        "rejected": {
+            **{reason: counts[reason] for reason in APY_REJECTION_REASONS},
+            **timestamp_rejections,
+        },
         "tvl_nulled": {reason: counts[reason] for reason in TVL_NULLED_REASONS},
+        # Active pools with no accepted day in the range (no history at all, or every day rejected).
+        "active_pools_without_rows": int(active_pools) - pools,
         "target_table": target_table,
         "start": start.isoformat() if start else None,
-        "end": end.isoformat() if end else None,
+        "end": end.isoformat(),
+        "now": now.isoformat(),
     }
 
 
@@ -540,7 +552,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "(default env:DB_PASSWORD).",
     )
     parser.add_argument("--start", type=dt.date.fromisoformat, help="first day to write, YYYY-MM-DD (default: all)")
-    parser.add_argument("--end", type=dt.date.fromisoformat, help="last day to write, inclusive (default: all)")
+    parser.add_argument("--end", type=dt.date.fromisoformat, help="last day to write, inclusive (default: today, UTC)")
+    parser.add_argument(
+        "--now",
+        type=time_bounds.parse_now,
+        default="",
+        help="the run's reference time (ISO; default: the current time): later observations are rejected",
+    )
     parser.add_argument(
         "--target-table",
         default=DEFAULT_TARGET_TABLE,
@@ -561,11 +579,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     log.info(
         "pool metrics %s..%s from %s into %s",
         args.start or "first day",
-        args.end or "last day",
+        args.end or "today",
         config.url,  # password-less
         args.target_table,
     )
-    summary = run(config, args.start, args.end, args.target_table)
+    summary = run(config, args.start, args.end, args.target_table, now=args.now)
     log.info("summary %s", json.dumps(summary, sort_keys=True))
     return summary
 

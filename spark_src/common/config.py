@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 DEFAULT_PASSWORD_SECRET = "env:DB_PASSWORD"
@@ -35,6 +35,8 @@ class DbConfig:
     name: str
     user: str
     password_secret: str = DEFAULT_PASSWORD_SECRET
+    # ``<component>:<run_id>`` of the sessions opened with this config (spark_src.common.pg); not a secret.
+    application_name: str = ""
 
     def __post_init__(self) -> None:
         validate_secret_ref(self.password_secret)
@@ -72,6 +74,12 @@ class DbConfig:
         config = cls.from_env()
         return cls(config.host, config.port, config.name, config.user, password_secret or config.password_secret)
 
+    def named(self, component: str, run_id: str = "") -> DbConfig:
+        """This config for the sessions of ``component`` in run ``run_id`` (their ``application_name``)."""
+        from spark_src.common.pg import application_name
+
+        return replace(self, application_name=application_name(component, run_id))
+
     @property
     def url(self) -> str:
         """Password-less URL, safe to log and to pass as a pipeline parameter."""
@@ -103,9 +111,17 @@ class DbConfig:
         return resolve_secret(self.password_secret)
 
     def sqlalchemy_url(self):
-        """A SQLAlchemy URL object with the resolved password (its str() masks the password)."""
+        """A SQLAlchemy URL object with the resolved password (its str() masks the password).
+
+        Its query carries the session settings of :mod:`spark_src.common.pg` (application_name, timeouts,
+        keepalives), so every engine made from it gets them; :func:`spark_src.common.pg.create_engine` also
+        retries the connect.
+        """
         from sqlalchemy.engine import URL
 
+        from spark_src.common.pg import psycopg2_connect_args
+
+        settings = psycopg2_connect_args(self.application_name or "defi-pipeline")
         return URL.create(
             "postgresql+psycopg2",
             username=self.user,
@@ -113,6 +129,7 @@ class DbConfig:
             host=self.host,
             port=self.port,
             database=self.name,
+            query={key: str(value) for key, value in settings.items()},
         )
 
 

@@ -12,6 +12,7 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_src.common.config import DbConfig
+from spark_src.common.pg import jdbc_properties
 from spark_src.common.sql import IDENTIFIER
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,14 @@ def session_read_partitions(spark: SparkSession) -> int:
 
 def _options(db: DbConfig) -> dict[str, str]:
     # Spark redacts option values whose key matches spark.redaction.regex ("password" does) in its logs/UI.
-    return {"url": db.jdbc_url, "user": db.user, "password": db.password(), "driver": DRIVER}
+    # The session settings (application_name, timeouts, keepalives) travel as pgjdbc connection properties.
+    return {
+        "url": db.jdbc_url,
+        "user": db.user,
+        "password": db.password(),
+        "driver": DRIVER,
+        **jdbc_properties(db.application_name or "spark"),
+    }
 
 
 def read_query(
@@ -115,6 +123,8 @@ def _connect(spark: SparkSession, db: DbConfig):
     properties = jvm.java.util.Properties()
     properties.setProperty("user", db.user)
     properties.setProperty("password", db.password())
+    for key, value in jdbc_properties(db.application_name or "spark").items():
+        properties.setProperty(key, value)
     return jvm.org.postgresql.Driver().connect(db.jdbc_url, properties)
 
 

@@ -35,10 +35,16 @@ def check_identifiers(*names: str) -> None:
 @contextmanager
 def engine(db: DbConfig, **options) -> Iterator[Engine]:
     """A SQLAlchemy engine for ``db`` (``options`` go to ``create_engine``), disposed of (its pooled connections
-    closed) on exit."""
+    closed) on exit.
+
+    Its sessions carry the settings of :mod:`spark_src.common.pg` (``application_name`` of ``db``, timeouts,
+    keepalives); without ``options`` its connect is also retried on a transient error.
+    """
     from sqlalchemy import create_engine
 
-    created = create_engine(db.sqlalchemy_url(), **options)
+    from spark_src.common import pg
+
+    created = create_engine(db.sqlalchemy_url(), **options) if options else pg.create_engine(db)
     try:
         yield created
     finally:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_src.common import jars
+from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import check_identifier, read_query, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
@@ -70,11 +70,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def latest_actuals_date(spark: SparkSession, db: DbConfig) -> dt.date:
-    row = read_query(
-        spark, db, "SELECT max(date) AS as_of FROM pool_daily_metrics WHERE actual_apy IS NOT NULL"
-    ).first()
+    row = read_query(spark, db, time_bounds.latest_actuals_query(time_bounds.utc_now())).first()
     if row is None or row["as_of"] is None:
-        raise RuntimeError("pool_daily_metrics has no actuals: run the metrics pipeline first")
+        raise RuntimeError("pool_daily_metrics has no actuals up to today: run the metrics pipeline first")
     return row["as_of"]
 
 
@@ -198,6 +196,7 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     fitted.model.write().overwrite().save(f"{model_dir}/pipeline_model")
     card = model_card(fitted, args, as_of, spark)
     write_text(spark, f"{model_dir}/model_card.json", json.dumps(card, indent=2))
+    faults.maybe_kill("forecast")
 
     backtest_rows = 0
     if holdouts:
@@ -234,14 +233,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Runs the job; returns (and logs) the run summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    db = DbConfig.from_args_or_env(args.database_url, args.password_secret)
+    db = DbConfig.from_args_or_env(args.database_url, args.password_secret).named("forecast", args.run_id)
     local_jars = (
         None if running_under_spark_submit() else jars.resolve_all([jars.JDBC_DRIVER, *jars.SYNAPSEML_LIGHTGBM])
     )
     spark = build_session("forecast", jars=local_jars)
     jars.require_classes(spark, jars.SYNAPSEML_CLASSES, jars.SYNAPSEML_LIGHTGBM)
     jars.require_python_modules(jars.SYNAPSEML_PYTHON_MODULES, jars.SYNAPSEML_LIGHTGBM)
-    summary = run(spark, db, args)
+    # A transient connection error reruns the job (it only overwrites its own staging tables and model dir).
+    summary = pg.with_retries(lambda: run(spark, db, args), what=f"forecast {args.run_id}")
     log.info(
         "run %s: forecasts for %s of %d pools into %s; %d backtest rows; model in %s",
         args.run_id, summary["forecast_date"], summary["pools_forecast"], args.staging_table,

@@ -2,7 +2,7 @@
 
 It writes only to its staging table; promotion into ``pool_daily_metrics`` is the pipeline's upsert step.
 
-    python -m spark_src.pool_metrics.main --run-id r1 --staging-table stg_pool_metrics_r1 [--start D] [--end D]
+    python -m spark_src.pool_metrics.main --run-id r1 --staging-table stg_r1 [--start D] [--end D] [--now T]
 
 Connection settings come from the environment (see :class:`spark_src.common.config.DbConfig`); the password
 is resolved from its secret reference and never appears on the command line or in the logs.
@@ -22,7 +22,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_src.common import jars
+from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import check_identifier, read_query, session_read_partitions, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
@@ -37,7 +37,13 @@ LOOKBACK_DAYS = 30
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pool_metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=optional_date, help="first day to compute (default: all)")
-    parser.add_argument("--end", type=optional_date, help="last day to compute, inclusive (default: all)")
+    parser.add_argument("--end", type=optional_date, help="last day to compute, inclusive (default: today, UTC)")
+    parser.add_argument(
+        "--now",
+        type=time_bounds.parse_now,
+        default="",
+        help="the run's reference time (ISO; default: the current time): later observations are rejected",
+    )
     parser.add_argument("--run-id", required=True, help="pipeline run id, for logs and lineage")
     parser.add_argument("--staging-table", required=True, type=check_identifier, help="per-run staging table")
     parser.add_argument(
@@ -55,38 +61,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _utc(day: dt.date) -> str:
-    return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+def extract(spark: SparkSession, db: DbConfig, start: dt.date | None, end: dt.date, now: dt.datetime, partitions: int):
+    """Reads active pools' history (with look-back before ``start``), CMC closes and gas as text/double.
 
-
-def extract(spark: SparkSession, db: DbConfig, start: dt.date | None, end: dt.date | None, partitions: int):
-    """Reads active pools' history (with look-back before ``start``), CMC closes and gas as text/double."""
-    history_filters = ["p.is_active"]
-    if start:
-        history_filters.append(f'h."timestamp" >= {_utc(start - dt.timedelta(days=LOOKBACK_DAYS))}')
-    if end:
-        history_filters.append(f'h."timestamp" < {_utc(end + dt.timedelta(days=1))}')
+    The history query classifies timestamps in the database (:mod:`spark_src.common.time_bounds`): rows later
+    than ``now`` + skew or before the earliest believable time come with ``observed_at`` NULL and a
+    ``timestamp_problem``.
+    """
+    since = start - dt.timedelta(days=LOOKBACK_DAYS) if start else None
     history = read_query(
         spark,
         db,
-        f"""SELECT h.id AS history_id, h.pool_id, h."timestamp" AS observed_at,
-                   h.raw_json_data->>'apy' AS apy_text, h.raw_json_data->>'tvlUsd' AS tvl_text
-            FROM raw_defillama_pool_history h JOIN pools p ON p.pool_id = h.pool_id
-            WHERE {" AND ".join(history_filters)}""",
+        time_bounds.history_query(since, end, now),
         partition_column="history_id",
         num_partitions=partitions,
     )
-    cmc_filter = f" AND data_timestamp < {_utc(end + dt.timedelta(days=1))}" if end else ""
-    cmc = read_query(
-        spark,
-        db,
-        "SELECT symbol, data_timestamp, raw_json_data->'USD'->>'close' AS close_text "
-        f"FROM raw_coinmarketcap_ohlcv WHERE symbol IN ('ETH', 'BTC'){cmc_filter}",
-    )
-    gas_filter = f" WHERE date <= DATE '{end.isoformat()}'" if end else ""
-    gas = read_query(
-        spark, db, f"SELECT date, actual_avg_gas_gwei::double precision AS gas_gwei FROM gas_fees_daily{gas_filter}"
-    )
+    cmc = read_query(spark, db, time_bounds.cmc_query(end, now))
+    gas = read_query(spark, db, time_bounds.gas_query(end, now))
     return history, cmc, gas
 
 
@@ -112,16 +103,31 @@ def summarize(validated_in_range: DataFrame) -> dict:
     }
 
 
+def count_timestamp_rejections(history: DataFrame) -> dict[str, int]:
+    """Observations whose timestamp the history query rejected, by reason (a filtered, pushed-down re-read)."""
+    found = {
+        row["timestamp_problem"]: row["n"]
+        for row in history.where(F.col("timestamp_problem").isNotNull())
+        .groupBy("timestamp_problem")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+    return {reason: found.get(reason, 0) for reason in time_bounds.TIMESTAMP_REJECTION_REASONS}
+
+
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     partitions = args.num_partitions or session_read_partitions(spark)
-    history, cmc, gas = extract(spark, db, args.start, args.end, partitions)
-    in_range = T.in_date_range(args.start and args.start.isoformat(), args.end and args.end.isoformat())
+    end = time_bounds.default_end(args.end, args.now)
+    if args.start and args.start > end:
+        raise ValueError(f"--start {args.start} is after the run's last day {end}")
+    history, cmc, gas = extract(spark, db, args.start, end, args.now, partitions)
+    in_range = T.in_date_range(args.start and args.start.isoformat(), end.isoformat())
 
     validated = (
-        history.withColumn(
-            "observations", F.count(F.lit(1)).over(Window.partitionBy("pool_id", F.to_date("observed_at")))
-        )
+        history.where(F.col("timestamp_problem").isNull())
+        .drop("timestamp_problem")
+        .withColumn("observations", F.count(F.lit(1)).over(Window.partitionBy("pool_id", F.to_date("observed_at"))))
         .transform(T.latest_observation_per_day)
         .transform(T.with_validated_values)
         # Read the database once: the summary and the metrics both start from these rows.
@@ -129,20 +135,26 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     )
     try:
         summary = summarize(validated.transform(in_range))
+        summary["rejected"].update(count_timestamp_rejections(history))
         accepted = T.accepted_rows(validated)
         exogenous = T.as_of_exogenous(
             accepted.select("date"), T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas
         )
         metrics = T.pool_daily_metrics(accepted, exogenous).transform(in_range)
         write_table(metrics.select(*T.OUTPUT_COLUMNS), db, args.staging_table)
+        faults.maybe_kill("spark_write")
     finally:
         validated.unpersist()
+    active_pools = read_query(spark, db, time_bounds.active_pools_query()).first()["active_pools"]
     summary.update(
         run_id=args.run_id,
         staging_table=args.staging_table,
         table_uri=db.table_uri(args.staging_table),
         start=args.start and args.start.isoformat(),
-        end=args.end and args.end.isoformat(),
+        end=end.isoformat(),
+        now=args.now.isoformat(),
+        # Active pools with no accepted day in the range (no history at all, or every day rejected).
+        active_pools_without_rows=int(active_pools) - summary["pools"],
         seconds=round(time.monotonic() - started, 1),
     )
     return summary
@@ -152,18 +164,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Runs the job; returns (and logs) the run summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    db = DbConfig.from_args_or_env(args.database_url, args.password_secret)
+    db = DbConfig.from_args_or_env(args.database_url, args.password_secret).named("pool_metrics", args.run_id)
     local_jars = None if running_under_spark_submit() else jars.resolve_all([jars.JDBC_DRIVER])
     spark = build_session("pool-metrics", jars=local_jars)
     log.info(
         "run %s: metrics for %s..%s from %s into %s",
         args.run_id,
         args.start or "first day",
-        args.end or "last day",
+        args.end or "today",
         db.url,
         args.staging_table,
     )
-    summary = run(spark, db, args)
+    # A transient connection error reruns the job (it only overwrites its own staging table).
+    summary = pg.with_retries(lambda: run(spark, db, args), what=f"pool_metrics {args.run_id}")
     log.info(
         "run %s: %d pools, %d rows written to %s; rejected %s; tvl set NULL %s; %d superseded observations",
         args.run_id,

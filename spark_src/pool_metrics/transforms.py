@@ -12,6 +12,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
+from spark_src.common.time_bounds import EXOGENOUS_MAX_AGE_DAYS
 
 # Numbers as both Python's float() and Java's Double.parseDouble read them: no "1_0" (Python only),
 # no "1.5d" or hex (Java only). NaN and infinities are numbers here; they are rejected as not finite.
@@ -108,8 +109,8 @@ def with_day_over_day_deltas(df: DataFrame) -> DataFrame:
 
 
 def daily_closes(cmc: DataFrame, symbol: str) -> DataFrame:
-    """cmc(symbol, data_timestamp, close_text) -> (date, close): the day's latest valid close."""
-    latest = Window.partitionBy("date").orderBy(F.col("data_timestamp").desc())
+    """cmc(id, symbol, data_timestamp, close_text) -> (date, close): the day's latest valid close (tie: highest id)."""
+    latest = Window.partitionBy("date").orderBy(F.col("data_timestamp").desc(), F.col("id").desc())
     return (
         cmc.where(F.col("symbol") == symbol)
         .withColumn("close", parse_number(F.col("close_text")))
@@ -121,9 +122,19 @@ def daily_closes(cmc: DataFrame, symbol: str) -> DataFrame:
     )
 
 
-def as_of_exogenous(dates: DataFrame, eth: DataFrame, btc: DataFrame, gas: DataFrame) -> DataFrame:
+def _as_of(value: str, frame, max_age_days: int) -> Column:
+    """The latest non-NULL ``value`` of ``frame`` (a window over the timeline), NULL when its date is stale."""
+    latest = F.last(value, ignorenulls=True).over(frame)
+    source_date = F.last(F.when(F.col(value).isNotNull(), F.col("date")), ignorenulls=True).over(frame)
+    return F.when(F.datediff(F.col("date"), source_date) <= max_age_days, latest)
+
+
+def as_of_exogenous(
+    dates: DataFrame, eth: DataFrame, btc: DataFrame, gas: DataFrame, max_age_days: int = EXOGENOUS_MAX_AGE_DAYS
+) -> DataFrame:
     """For each date d of ``dates``: eth/btc close of the latest date < d, gas of the latest date <= d.
 
+    A value whose date is more than ``max_age_days`` before d is stale: NULL, not carried forward.
     The frames are small (one row per calendar day), so the as-of lookup runs as one ordered pass over the
     union of their dates (a single-partition window over a few thousand rows); the result is broadcast.
     """
@@ -141,9 +152,9 @@ def as_of_exogenous(dates: DataFrame, eth: DataFrame, btc: DataFrame, gas: DataF
     up_to = timeline_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     return timeline.select(
         "date",
-        F.last("eth_close", ignorenulls=True).over(before).alias("eth_open"),
-        F.last("btc_close", ignorenulls=True).over(before).alias("btc_open"),
-        F.last("gas_gwei", ignorenulls=True).over(up_to).alias("gas_price_gwei"),
+        _as_of("eth_close", before, max_age_days).alias("eth_open"),
+        _as_of("btc_close", before, max_age_days).alias("btc_open"),
+        _as_of("gas_gwei", up_to, max_age_days).alias("gas_price_gwei"),
     )
 
 

@@ -359,11 +359,13 @@ def test_exogenous_are_as_of_lookups_across_missing_dates() -> None:
 # -- table names and CLI arguments ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["Pool", "pool-metrics", 'x"; DROP TABLE pools; --', "public.pools", "", "a" * 64])
+@pytest.mark.parametrize(
+    "name", ["Pool", "pool-metrics", 'x"; DROP TABLE pools; --', "public.pools", "", "a" * 64, "pools\n"]
+)
 def test_table_names_are_checked_before_any_sql(name: str) -> None:
-    with pytest.raises(ValueError, match="table name"):
+    with pytest.raises(ValueError, match="not a plain lower-case table name"):
         check_table_name(name)
-    with pytest.raises(ValueError, match="table name"):
+    with pytest.raises(ValueError, match="not a plain lower-case table name"):
         write_metrics(None, pd.DataFrame(columns=["pool_id", "date"]), name)  # type: ignore[arg-type]
 
 
@@ -433,9 +435,16 @@ EXPECTED_ROWS = [
 EXPECTED_SUMMARY = {
     "pools": 1,
     "rows_written": 2,
-    # 04-02's "NaN" is before --start: not reported.
-    "rejected": {"apy_missing": 0, "apy_not_numeric": 1, "apy_not_finite": 0},
+    # 04-02's "NaN" is before --start: not reported. Unbelievable timestamps are counted whatever the range.
+    "rejected": {
+        "apy_missing": 0,
+        "apy_not_numeric": 1,
+        "apy_not_finite": 0,
+        "timestamp_in_future": 3,  # 2099, year 3000, 'infinity'
+        "timestamp_out_of_range": 1,  # 1970
+    },
     "tvl_nulled": {"tvl_missing": 0, "tvl_not_numeric": 0, "tvl_not_finite": 0, "tvl_negative": 1},
+    "active_pools_without_rows": 0,
 }
 
 
@@ -451,6 +460,12 @@ def seed(db: Engine, target_table: str) -> None:
         ("p1", "2026-05-03T23:30:00-02:00", {"apy": 5, "tvlUsd": "500"}),
         ("p1", "2026-05-05T12:00:00+00:00", {"apy": 50.0, "tvlUsd": 1}),  # after end
         ("p2", "2026-05-01T12:00:00+00:00", {"apy": 9.0, "tvlUsd": 1}),  # inactive pool
+        # Rejected by their timestamp (year 3000 is beyond pandas' nanosecond range: no crash).
+        ("p1", "2099-06-01T00:00:00+00:00", {"apy": 6.0, "tvlUsd": 1}),
+        ("p1", "3000-01-01T00:00:00+00:00", {"apy": 6.0, "tvlUsd": 1}),
+        ("p1", "infinity", {"apy": 6.0, "tvlUsd": 1}),
+        ("p1", "1970-01-01T00:00:00+00:00", {"apy": 6.0, "tvlUsd": 1}),
+        ("p2", "2099-06-01T00:00:00+00:00", {"apy": 9.0, "tvlUsd": 1}),  # inactive pool: not read
     ]
     cmc_rows = [
         ("ETH", "2026-04-29T12:00:00+00:00", 1000.0),
@@ -550,5 +565,6 @@ def test_run_on_empty_tables_creates_the_shadow_table_and_writes_nothing(db: Eng
         "rows_written": 0,
         "rejected": dict.fromkeys(EXPECTED_SUMMARY["rejected"], 0),
         "tvl_nulled": dict.fromkeys(EXPECTED_SUMMARY["tvl_nulled"], 0),
+        "active_pools_without_rows": 0,
     }
     assert read_table(db, "pool_daily_metrics_legacy") == []

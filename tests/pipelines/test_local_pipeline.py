@@ -28,7 +28,7 @@ WITH observations AS (
            row_number() OVER (PARTITION BY h.pool_id, (h."timestamp" AT TIME ZONE 'UTC')::date
                               ORDER BY h."timestamp" DESC, h.id DESC) AS latest
     FROM raw_defillama_pool_history h JOIN pools p USING (pool_id)
-    WHERE p.is_active
+    WHERE p.is_active AND h."timestamp" BETWEEN '2009-01-03' AND now() + INTERVAL '10 minutes'
 ), parsed AS (
     SELECT pool_id, date,
            CASE WHEN apy_text ~* :number THEN trim(apy_text)::float8 END AS apy,
@@ -57,9 +57,11 @@ SELECT w.pool_id, w.date, w.apy AS actual_apy, w.tvl AS actual_tvl, w.rolling_ap
        w.stddev_apy_7d, w.stddev_apy_30d,
        CASE WHEN w.previous_date = w.date - 1 THEN w.stddev_apy_7d - y.stddev_apy_7d END AS stddev_apy_7d_delta,
        CASE WHEN w.previous_date = w.date - 1 THEN w.stddev_apy_30d - y.stddev_apy_30d END AS stddev_apy_30d_delta,
-       (SELECT close FROM closes c WHERE c.symbol = 'ETH' AND c.date < w.date ORDER BY c.date DESC LIMIT 1) AS eth_open,
-       (SELECT close FROM closes c WHERE c.symbol = 'BTC' AND c.date < w.date ORDER BY c.date DESC LIMIT 1) AS btc_open,
-       (SELECT actual_avg_gas_gwei::float8 FROM gas_fees_daily g WHERE g.date <= w.date
+       (SELECT close FROM closes c WHERE c.symbol = 'ETH' AND c.date < w.date AND c.date >= w.date - 7
+        ORDER BY c.date DESC LIMIT 1) AS eth_open,
+       (SELECT close FROM closes c WHERE c.symbol = 'BTC' AND c.date < w.date AND c.date >= w.date - 7
+        ORDER BY c.date DESC LIMIT 1) AS btc_open,
+       (SELECT actual_avg_gas_gwei::float8 FROM gas_fees_daily g WHERE g.date <= w.date AND g.date >= w.date - 7
         ORDER BY g.date DESC LIMIT 1) AS gas_price_gwei
 FROM windows w LEFT JOIN windows y ON y.pool_id = w.pool_id AND y.date = w.date - 1
 ORDER BY w.pool_id, w.date

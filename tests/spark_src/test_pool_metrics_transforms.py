@@ -139,15 +139,15 @@ def test_calendar_windows_and_day_over_day_deltas_with_gaps(spark):
 def test_as_of_exogenous_uses_the_latest_earlier_close_not_the_previous_row(spark):
     cmc = spark.createDataFrame(
         [
-            ("ETH", ts(1, 23, 59), "100"),
-            ("ETH", ts(2, 23, 59), "110"),
+            (1, "ETH", ts(1, 23, 59), "100"),
+            (2, "ETH", ts(2, 23, 59), "110"),
             # no ETH row on May 3
-            ("ETH", ts(4, 10), "125"),
-            ("ETH", ts(4, 23, 59), "130"),  # the day's latest row wins
-            ("ETH", ts(5, 23, 59), "not-a-number"),  # an unusable close is skipped
-            ("BTC", ts(3, 23, 59), "60000"),
+            (3, "ETH", ts(4, 10), "125"),
+            (4, "ETH", ts(4, 23, 59), "130"),  # the day's latest row wins
+            (5, "ETH", ts(5, 23, 59), "not-a-number"),  # an unusable close is skipped
+            (6, "BTC", ts(3, 23, 59), "60000"),
         ],
-        "symbol string, data_timestamp timestamp, close_text string",
+        "id long, symbol string, data_timestamp timestamp, close_text string",
     )
     gas = spark.createDataFrame([(D(2026, 5, 2), 20.0), (D(2026, 5, 4), 40.0)], "date date, gas_gwei double")
     dates = spark.createDataFrame([(D(2026, 5, d),) for d in range(1, 7)], "date date")
@@ -160,6 +160,26 @@ def test_as_of_exogenous_uses_the_latest_earlier_close_not_the_previous_row(spar
             (D(2026, 5, 4), 110.0, 60000.0, 40.0),  # strictly before May 4 is May 2 (May 3 has no close)
             (D(2026, 5, 5), 130.0, 60000.0, 40.0),
             (D(2026, 5, 6), 130.0, 60000.0, 40.0),  # May 5's close was unusable
+        ],
+        "date date, eth_open double, btc_open double, gas_price_gwei double",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_exogenous_values_older_than_the_limit_are_null_not_carried_forward(spark):
+    cmc = spark.createDataFrame(
+        [(1, "ETH", ts(1, 12), "100"), (2, "BTC", ts(1, 12), "60000")],
+        "id long, symbol string, data_timestamp timestamp, close_text string",
+    )
+    gas = spark.createDataFrame([(D(2026, 5, 1), 20.0)], "date date, gas_gwei double")
+    dates = spark.createDataFrame([(D(2026, 5, d),) for d in (2, 8, 9, 20)], "date date")
+    result = T.as_of_exogenous(dates, T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas).join(dates, "date")
+    expected = spark.createDataFrame(
+        [
+            (D(2026, 5, 2), 100.0, 60000.0, 20.0),
+            (D(2026, 5, 8), 100.0, 60000.0, 20.0),  # 7 days old: still within the limit
+            (D(2026, 5, 9), None, None, None),  # 8 days old: stale
+            (D(2026, 5, 20), None, None, None),
         ],
         "date date, eth_open double, btc_open double, gas_price_gwei double",
     )
