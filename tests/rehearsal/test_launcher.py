@@ -22,6 +22,7 @@ from pipelines.targets import LocalTarget
 from rehearsal import runtime_env
 from rehearsal.launcher import BatchFailed, local_path, spark_submit_command, submit
 from spark_src.common.launch import forecast_args, pool_metrics_args
+from spark_src.forecast.model import MODEL_NAME
 
 SYNAPSEML_LIGHTGBM_JAR = "com.microsoft.azure__synapseml-lightgbm_2.12-1.1.3.jar"
 SYNAPSEML_CORE_JAR = "com.microsoft.azure__synapseml-core_2.12-1.1.3.jar"
@@ -122,7 +123,11 @@ def test_forecast_batch_imports_synapseml_lightgbm_from_its_python_files(metrics
     summary = submit(_forecast_batch(db_config, tmp_path), gcs_root=gcs, echo=lambda line: None)
 
     with metrics_db.connect() as conn:
-        rows = conn.execute(text("SELECT pool_id, as_of, forecast_date FROM stg_forecast_r1 ORDER BY 1")).all()
+        # The job stages the model's forecasts and naive's (the gate's fallback) side by side.
+        rows = conn.execute(
+            text("SELECT pool_id, as_of, forecast_date FROM stg_forecast_r1 WHERE model = :m ORDER BY 1"),
+            {"m": MODEL_NAME},
+        ).all()
     assert [r.pool_id for r in rows] == forecastable and len(forecastable) > 0
     assert {(r.as_of, (r.forecast_date - r.as_of).days) for r in rows} == {(latest, 1)}
     assert summary["as_of"] == latest.isoformat()
