@@ -20,17 +20,6 @@ if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
 
-def _parameters(pairs: tuple[str, ...]) -> dict[str, str]:
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            # Not echoed: a malformed argument may be a value that was meant to stay private.
-            raise click.BadParameter("expected KEY=VALUE (an argument has no '=' or no key)", param_hint="--param")
-        values[key.strip()] = value
-    return values
-
-
 def _dry_run_credentials(dry_run: bool, template: str) -> Credentials | None:
     """A dry run sends nothing, so it needs no account, unless the template itself must be downloaded."""
     if dry_run and not template.startswith(("https://", "gs://")):
@@ -78,18 +67,29 @@ def _template(settings: GcpSettings, template: str, tag: str | None) -> str:
     return template_uri(settings, tag)
 
 
-@click.command("submit")
-@_job_options
-def submit_command(
-    template: str, params: tuple[str, ...], experiment: str | None, tag: str | None, dry_run: bool
-) -> None:
-    """Submit one run of the pipeline to Vertex AI Pipelines."""
+def _job_inputs(
+    template: str, params: tuple[str, ...], experiment: str | None, tag: str | None
+) -> tuple[GcpSettings, str, str, dict[str, str]]:
+    """What submit and schedule both start from: settings, the template, the experiment and the parameters."""
     settings = GcpSettings.from_env()
     template = _template(settings, template, tag)
     experiment = settings.experiment if experiment is None else experiment
     try:
         values = parameters.parse_pairs(params)
         parameters.refuse_reserved(values, {"experiment": "--experiment"})
+    except ValueError as err:
+        raise _fail(err) from None
+    return settings, template, experiment, values
+
+
+@click.command("submit")
+@_job_options
+def submit_command(
+    template: str, params: tuple[str, ...], experiment: str | None, tag: str | None, dry_run: bool
+) -> None:
+    """Submit one run of the pipeline to Vertex AI Pipelines."""
+    settings, template, experiment, values = _job_inputs(template, params, experiment, tag)
+    try:
         result = submit(
             settings,
             template,
@@ -120,12 +120,8 @@ def schedule_command(
     display_name: str,
 ) -> None:
     """Schedule runs of the pipeline on Vertex AI (one at a time); each run logs itself to the experiment."""
-    settings = GcpSettings.from_env()
-    template = _template(settings, template, tag)
-    experiment = settings.experiment if experiment is None else experiment
+    settings, template, experiment, values = _job_inputs(template, params, experiment, tag)
     try:
-        values = parameters.parse_pairs(params)
-        parameters.refuse_reserved(values, {"experiment": "--experiment"})
         result = schedule(
             settings,
             template,
