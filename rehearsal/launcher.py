@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal import runtime_env
+from spark_src.common.session import local_java_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_GCS_ROOT = Path(os.environ.get("REHEARSAL_GCS_ROOT", REPO_ROOT / ".local" / "gcs"))
@@ -128,6 +129,7 @@ def driver_environment(env: Path, base: Mapping[str, str] | None = None) -> dict
             "PYSPARK_DRIVER_PYTHON": python,
             "SPARK_HOME": str(site_packages / "pyspark"),
             "PATH": f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}",
+            "SPARK_SUBMIT_OPTS": local_java_options(),
         }
     )
     return environ

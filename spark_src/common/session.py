@@ -10,6 +10,15 @@ from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
+# The JVM's log configuration on this machine (Dataproc uses the cluster's): Spark's defaults at WARN, without
+# the warnings every local run would print. spark-submit passes SPARK_SUBMIT_OPTS to the driver JVM.
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def local_java_options() -> str:
+    """The driver JVM options of a local run (in-process or the rehearsal's spark-submit)."""
+    return f"-Dlog4j2.configurationFile={LOG_CONFIG}"
+
 
 def running_under_spark_submit() -> bool:
     # spark-submit (and so Dataproc) starts the JVM first and hands its gateway port to the Python driver.
@@ -46,6 +55,7 @@ def build_session(
         cores = local_cores or int(os.environ.get("SPARK_LOCAL_CORES", "2"))
         # The JVM reads it at start-up; without it Spark warns on every run that the host name is loopback.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("SPARK_SUBMIT_OPTS", local_java_options())
         builder = (
             builder.master(os.environ.get("SPARK_MASTER", f"local[{cores}]"))
             # A numeric value: "auto" is a Databricks-only setting that open-source Spark rejects.

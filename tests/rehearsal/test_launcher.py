@@ -120,7 +120,8 @@ def test_forecast_batch_imports_synapseml_lightgbm_from_its_python_files(metrics
             {"d": latest},
         ).scalars().all()  # fmt: skip
 
-    summary = submit(_forecast_batch(db_config, tmp_path), gcs_root=gcs, echo=lambda line: None)
+    output: list[str] = []
+    summary = submit(_forecast_batch(db_config, tmp_path), gcs_root=gcs, echo=output.append)
 
     with metrics_db.connect() as conn:
         # The job stages the model's forecasts and naive's (the gate's fallback) side by side.
@@ -134,6 +135,8 @@ def test_forecast_batch_imports_synapseml_lightgbm_from_its_python_files(metrics
     card = json.loads((tmp_path / "model" / "model_card.json").read_text())
     assert card["code_version"] == "3f9c2ab"  # the batch's --code-version: no git on Dataproc
     assert card["spark_version"].startswith("3.5.")
+    # The project's log configuration reached the JVM: no warning that every local run would print.
+    assert not [line for line in output if "NativeCodeLoader" in line or "Setting default log level" in line]
 
 
 @pytest.mark.slow
