@@ -13,6 +13,8 @@ from spark_src.common.sql import check_identifiers, transaction
 
 log = logging.getLogger(__name__)
 
+CARDINALITY_VIOLATION = "21000"  # SQLSTATE: "ON CONFLICT DO UPDATE command cannot affect row a second time"
+
 
 @dataclass(frozen=True)
 class Promotion:
@@ -76,25 +78,28 @@ def promote(
         RuntimeError: the staging table is missing or holds a key twice; nothing promoted.
     """
     from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
     sql = upsert_sql(staging_table, target_table, key_columns, update_columns)
-    keys = ", ".join(f'"{c}"' for c in key_columns)
-    with transaction(db) as conn:
-        # Promotions into one target queue here, one transaction at a time (up to lock_timeout).
-        lock_for_promotion(conn, target_table)
-        if conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{staging_table}"'}).scalar() is None:
-            raise RuntimeError(f"staging table {staging_table} does not exist (did the Spark step write it?)")
-        staging_rows, distinct_keys = conn.execute(
-            text(f'SELECT count(*), count(DISTINCT ({keys})) FROM "{staging_table}"')
-        ).one()
-        if staging_rows != distinct_keys:
-            raise RuntimeError(
-                f"{staging_table} holds {staging_rows - distinct_keys} duplicate ({keys}) keys; nothing promoted"
-            )
-        inserted, updated = conn.execute(text(sql)).one()
-        if drop_staging:
-            conn.execute(text(f'DROP TABLE "{staging_table}"'))
-        faults.maybe_kill(f"upsert:{target_table}")
+    try:
+        with transaction(db) as conn:
+            # Promotions into one target queue here, one transaction at a time (up to lock_timeout).
+            lock_for_promotion(conn, target_table)
+            if conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{staging_table}"'}).scalar() is None:
+                raise RuntimeError(f"staging table {staging_table} does not exist (did the Spark step write it?)")
+            staging_rows = conn.execute(text(f'SELECT count(*) FROM "{staging_table}"')).scalar_one()
+            inserted, updated = conn.execute(text(sql)).one()
+            if drop_staging:
+                conn.execute(text(f'DROP TABLE "{staging_table}"'))
+            faults.maybe_kill(f"upsert:{target_table}")
+    except DBAPIError as error:
+        # A key twice in the staging table: PostgreSQL refuses to let one INSERT … ON CONFLICT touch a row twice
+        # (the check costs nothing more than the upsert; a count(DISTINCT) beforehand would sort every row).
+        if getattr(error.orig, "pgcode", None) != CARDINALITY_VIOLATION:
+            raise
+        duplicates = _duplicate_keys(db, staging_table, key_columns)
+        keys = ", ".join(f'"{c}"' for c in key_columns)
+        raise RuntimeError(f"{staging_table} holds {duplicates} duplicate ({keys}) keys; nothing promoted") from None
     promotion = Promotion(staging_rows, inserted, updated)
     log.info(
         "%s -> %s: %d inserted, %d updated, %d unchanged",
@@ -105,3 +110,12 @@ def promote(
         promotion.unchanged,
     )
     return promotion
+
+
+def _duplicate_keys(db: DbConfig, staging_table: str, key_columns: list[str]) -> int:
+    """How many rows of ``staging_table`` repeat a key (read after the failed promotion rolled back)."""
+    from sqlalchemy import text
+
+    keys = ", ".join(f'"{c}"' for c in key_columns)
+    with transaction(db) as conn:
+        return conn.execute(text(f'SELECT count(*) - count(DISTINCT ({keys})) FROM "{staging_table}"')).scalar_one()

@@ -79,6 +79,17 @@ def history_query(since: dt.date | None, end: dt.date, now: dt.datetime) -> str:
           AND (({" AND ".join(in_range)}) OR h."timestamp" > {latest} OR h."timestamp" < {earliest})"""
 
 
+def timestamp_rejections_query(now: dt.datetime) -> str:
+    """How many of the active pools' observations :func:`history_query` rejects, by reason: one row with a
+    column per :data:`TIMESTAMP_REJECTION_REASONS` value (an index range scan on ``timestamp``, not a table scan).
+    """
+    latest, earliest = _timestamp(latest_believable(now)), _timestamp(EARLIEST_OBSERVATION)
+    return f"""SELECT count(*) FILTER (WHERE h."timestamp" > {latest}) AS timestamp_in_future,
+               count(*) FILTER (WHERE h."timestamp" < {earliest}) AS timestamp_out_of_range
+        FROM raw_defillama_pool_history h JOIN pools p ON p.pool_id = h.pool_id
+        WHERE p.is_active AND (h."timestamp" > {latest} OR h."timestamp" < {earliest})"""
+
+
 def cmc_query(end: dt.date, now: dt.datetime) -> str:
     """ETH/BTC closes up to day ``end`` (no lower bound: the as-of lookup reaches back), believable times only.
 

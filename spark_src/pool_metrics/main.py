@@ -19,12 +19,12 @@ import time
 from collections.abc import Sequence
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
-from spark_src.common.jdbc import check_identifier, read_query, session_read_partitions, write_table
+from spark_src.common.jdbc import check_identifier, query_row, read_query, session_read_partitions, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
 from spark_src.pool_metrics import transforms as T
 
@@ -103,16 +103,10 @@ def summarize(validated_in_range: DataFrame) -> dict:
     }
 
 
-def count_timestamp_rejections(history: DataFrame) -> dict[str, int]:
-    """Observations whose timestamp the history query rejected, by reason (a filtered, pushed-down re-read)."""
-    found = {
-        row["timestamp_problem"]: row["n"]
-        for row in history.where(F.col("timestamp_problem").isNotNull())
-        .groupBy("timestamp_problem")
-        .agg(F.count(F.lit(1)).alias("n"))
-        .collect()
-    }
-    return {reason: found.get(reason, 0) for reason in time_bounds.TIMESTAMP_REJECTION_REASONS}
+def count_timestamp_rejections(spark: SparkSession, db: DbConfig, now: dt.datetime) -> dict[str, int]:
+    """Observations whose timestamp the history query rejects, by reason (one small query on the driver)."""
+    counts = query_row(spark, db, time_bounds.timestamp_rejections_query(now))
+    return {reason: int(n) for reason, n in zip(time_bounds.TIMESTAMP_REJECTION_REASONS, counts, strict=True)}
 
 
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
@@ -127,7 +121,8 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     validated = (
         history.where(F.col("timestamp_problem").isNull())
         .drop("timestamp_problem")
-        .withColumn("observations", F.count(F.lit(1)).over(Window.partitionBy("pool_id", F.to_date("observed_at"))))
+        # One shuffle for the whole job: every window below partitions by pool_id (and date).
+        .repartition("pool_id")
         .transform(T.latest_observation_per_day)
         .transform(T.with_validated_values)
         # Read the database once: the summary and the metrics both start from these rows.
@@ -135,7 +130,7 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     )
     try:
         summary = summarize(validated.transform(in_range))
-        summary["rejected"].update(count_timestamp_rejections(history))
+        summary["rejected"].update(count_timestamp_rejections(spark, db, args.now))
         accepted = T.accepted_rows(validated)
         exogenous = T.as_of_exogenous(
             accepted.select("date"), T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas
@@ -145,7 +140,7 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
         faults.maybe_kill("spark_write")
     finally:
         validated.unpersist()
-    active_pools = read_query(spark, db, time_bounds.active_pools_query()).first()["active_pools"]
+    (active_pools,) = query_row(spark, db, time_bounds.active_pools_query())
     summary.update(
         run_id=args.run_id,
         staging_table=args.staging_table,

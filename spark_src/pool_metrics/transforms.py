@@ -51,13 +51,16 @@ def _problem(text: Column, value: Column, prefix: str, *, negative_is_bad: bool)
 def latest_observation_per_day(history: DataFrame) -> DataFrame:
     """history(pool_id, history_id, observed_at, apy_text, tvl_text) -> one row per (pool_id, date).
 
-    Adds ``date`` (UTC calendar date: the session time zone is pinned to UTC) and keeps, per pool and day,
-    the latest ``observed_at``, ties broken by the highest ``history_id``.
+    Adds ``date`` (UTC calendar date: the session time zone is pinned to UTC) and ``observations`` (how many
+    the pool had that day), and keeps, per pool and day, the latest ``observed_at``, ties broken by the highest
+    ``history_id``. Both over one window (one sort).
     """
     by_day = Window.partitionBy("pool_id", "date").orderBy(F.col("observed_at").desc(), F.col("history_id").desc())
+    whole_day = by_day.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     return (
         history.withColumn("date", F.to_date("observed_at"))
         .withColumn("_rank", F.row_number().over(by_day))
+        .withColumn("observations", F.count(F.lit(1)).over(whole_day))
         .where(F.col("_rank") == 1)
         .drop("_rank")
     )
@@ -80,11 +83,17 @@ def accepted_rows(validated: DataFrame) -> DataFrame:
     return validated.where(F.col("apy_problem").isNull()).select("pool_id", "date", "apy", "tvl")
 
 
+def _timeline() -> Window:
+    """Each pool's days in order: the one window spec of the rolling and day-over-day columns, so Spark
+    computes them in one pass over one sort (frames may differ, the partitioning and ordering may not)."""
+    return Window.partitionBy("pool_id").orderBy(F.unix_date("date"))
+
+
 def with_rolling_apy(days: int) -> Transform:
     """Mean and sample stddev of apy over the calendar window [d-(days-1), d]; stddev NULL below 2 values."""
 
     def _(df: DataFrame) -> DataFrame:
-        window = Window.partitionBy("pool_id").orderBy(F.unix_date("date")).rangeBetween(-(days - 1), Window.currentRow)
+        window = _timeline().rangeBetween(-(days - 1), Window.currentRow)
         n = F.count("apy").over(window)
         return df.withColumn(f"rolling_apy_{days}d", F.avg("apy").over(window)).withColumn(
             f"stddev_apy_{days}d", F.when(n >= 2, F.stddev_samp("apy").over(window))
@@ -95,7 +104,7 @@ def with_rolling_apy(days: int) -> Transform:
 
 def with_day_over_day_deltas(df: DataFrame) -> DataFrame:
     """apy and stddev deltas against the previous calendar day, NULL when the pool has no row that day."""
-    previous = Window.partitionBy("pool_id").orderBy("date")
+    previous = _timeline()
     has_yesterday = F.datediff("date", F.lag("date").over(previous)) == 1
 
     def delta(column: str) -> Column:
@@ -137,13 +146,25 @@ def as_of_exogenous(
     A value whose date is more than ``max_age_days`` before d is stale: NULL, not carried forward.
     The frames are small (one row per calendar day), so the as-of lookup runs as one ordered pass over the
     union of their dates (a single-partition window over a few thousand rows); the result is broadcast.
+    The timeline is a union grouped by date, one shuffle, rather than three full outer joins (six): ``eth``,
+    ``btc`` and ``gas`` hold at most one row per date, so each date's max is its one value or NULL.
     """
+    none = F.lit(None).cast("double")
     timeline = (
-        dates.select("date")
-        .distinct()
-        .join(eth.withColumnRenamed("close", "eth_close"), "date", "full")
-        .join(btc.withColumnRenamed("close", "btc_close"), "date", "full")
-        .join(gas.where(_finite(F.col("gas_gwei"))).select("date", "gas_gwei"), "date", "full")
+        dates.select("date", none.alias("eth_close"), none.alias("btc_close"), none.alias("gas_gwei"))
+        .unionByName(
+            eth.select("date", F.col("close").alias("eth_close"), none.alias("btc_close"), none.alias("gas_gwei"))
+        )
+        .unionByName(
+            btc.select("date", none.alias("eth_close"), F.col("close").alias("btc_close"), none.alias("gas_gwei"))
+        )
+        .unionByName(
+            gas.where(_finite(F.col("gas_gwei"))).select(
+                "date", none.alias("eth_close"), none.alias("btc_close"), "gas_gwei"
+            )
+        )
+        .groupBy("date")
+        .agg(*(F.max(c).alias(c) for c in ("eth_close", "btc_close", "gas_gwei")))
     )
     # One partition on purpose, said explicitly: an empty partitionBy does the same but makes Spark warn
     # ("WindowExec: No Partition Defined") on every run about what is here a few thousand rows.
