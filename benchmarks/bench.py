@@ -11,7 +11,8 @@ For each size: a fresh embedded PostgreSQL with the synthetic data (its last day
   in a new process (``python -m spark_src.pool_metrics.main``: JVM start, class loading, JIT included);
 - incremental one-day run (the latest day, recomputed after deleting it from the table) against the full
   run, both DB->DB; the table after it must be identical (fingerprint) to the one the full run left;
-- staging write: the Spark write of the metrics rows (already computed, cached) into a staging table, against
+- staging write: the Spark write of the metrics rows (already computed, cached, one partition per core as in
+  the job) into a staging table, against
   PostgreSQL's ``COPY FROM STDIN`` of the same rows (CSV in memory) into an UNLOGGED table;
 - forecast fit + predict (first size only): the SynapseML job's :func:`forecast_as_of` against the legacy
   :func:`fit_and_forecast` with one Optuna trial (the pipeline runs 20), on the same panel (reads and writes
@@ -226,11 +227,13 @@ def _bench_database(
     # --- staging write against COPY into an unlogged table -------------------------------------------
     from pyspark.sql import SparkSession
 
-    from spark_src.common.jdbc import read_query, write_table
+    from spark_src.common.jdbc import read_query, session_read_partitions, write_table
 
     spark = SparkSession.getActiveSession()
     staged = read_query(spark, db, f"SELECT * FROM {TARGET}").drop("forecasted_apy", "forecasted_tvl", "updated_at")
-    staged = staged.cache()
+    # Split as the job's own write is (one partition per core writing at once), not the single partition of
+    # this plain read.
+    staged = staged.repartition(session_read_partitions(spark)).cache()
     staged_rows = staged.count()
     result.add("staging_write", repeat(reps, lambda: timed(lambda: write_table(staged, db, "stg_bench_write"))))
     staged.unpersist()

@@ -14,20 +14,9 @@ from click.testing import CliRunner
 from pipelines import cli as cli_module
 from pipelines import errors
 from pipelines.cli import cli
+from tests.pipelines.gcp_settings import REAL_SETTINGS
 
 DB_ENV = ("DB_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_PASSWORD_SECRET")
-REAL_SETTINGS = {
-    "GCP_PROJECT": "acme-defi",
-    "GCP_REGION": "europe-west4",
-    "SPARK_BUCKET": "acme-defi-spark-staging",
-    "PIPELINE_BUCKET": "acme-defi-pipeline-root",
-    "PIPELINE_SERVICE_ACCOUNT": "defi-pipelines@acme-defi.iam.gserviceaccount.com",
-    "DATAPROC_SERVICE_ACCOUNT": "defi-dataproc@acme-defi.iam.gserviceaccount.com",
-    "NETWORK_ATTACHMENT": "projects/acme-defi/regions/europe-west4/networkAttachments/defi-vertex-psc",
-    "VPC_NETWORK": "projects/123456789012/global/networks/defi-vpc",
-    "DATAPROC_SUBNETWORK": "projects/acme-defi/regions/europe-west4/subnetworks/defi-dataproc",
-    "CLOUD_SQL_PASSWORD_SECRET": "projects/acme-defi/secrets/defi-db-password",
-}
 
 
 def _closed_port() -> int:

@@ -15,19 +15,11 @@ from pipelines.settings import GcpSettings
 from pipelines.targets import LocalTarget, VertexTarget
 from rehearsal.launcher import submit
 from spark_src.common.launch import smoke_args
+from tests.pipelines.gcp_settings import REAL_SETTINGS
 
 ENV = {
-    "GCP_PROJECT": "acme-defi",
-    "GCP_REGION": "europe-west4",
-    "SPARK_BUCKET": "acme-defi-spark-staging",
-    "PIPELINE_BUCKET": "acme-defi-pipeline-root",
-    "PIPELINE_SERVICE_ACCOUNT": "defi-pipelines@acme-defi.iam.gserviceaccount.com",
-    "DATAPROC_SERVICE_ACCOUNT": "defi-dataproc@acme-defi.iam.gserviceaccount.com",
-    "NETWORK_ATTACHMENT": "projects/acme-defi/regions/europe-west4/networkAttachments/defi-vertex-psc",
-    "VPC_NETWORK": "projects/123456789012/global/networks/defi-vpc",
-    "DATAPROC_SUBNETWORK": "projects/acme-defi/regions/europe-west4/subnetworks/defi-dataproc",
+    **REAL_SETTINGS,
     "CLOUD_SQL_URL": "postgresql://metrics@10.8.0.5:5432/defi",
-    "CLOUD_SQL_PASSWORD_SECRET": "projects/acme-defi/secrets/defi-db-password",
     "CODE_VERSION": "3f9c2ab",
 }
 JARS = "gs://acme-defi-spark-staging/jars"
