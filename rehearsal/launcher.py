@@ -130,6 +130,8 @@ def driver_environment(env: Path, base: Mapping[str, str] | None = None) -> dict
             "SPARK_HOME": str(site_packages / "pyspark"),
             "PATH": f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}",
             "SPARK_SUBMIT_OPTS": local_java_options(),
+            # Read by the JVM at start: without it Spark warns on every run that the host name is loopback.
+            "SPARK_LOCAL_IP": "127.0.0.1",
         }
     )
     return environ
