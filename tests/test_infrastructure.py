@@ -27,6 +27,7 @@ from pipelines.cli import compile_pipelines
 from pipelines.runtime_profiles import PROFILES, get_profile
 from pipelines.settings import REPO_ROOT, GcpSettings
 from spark_src.common import jars
+from tests.pipelines.gcp_settings import REAL_SETTINGS
 
 TERRAFORM = REPO_ROOT / "terraform"
 CLOUDBUILD = REPO_ROOT / "cloudbuild.yaml"
@@ -323,17 +324,8 @@ _OUTPUTS = {
         "sensitive": False,
         "type": ["object", {}],
         "value": {
-            "GCP_PROJECT": "acme-defi",
-            "GCP_REGION": "europe-west4",
-            "SPARK_BUCKET": "acme-defi-spark-staging",
-            "PIPELINE_BUCKET": "acme-defi-pipeline-root",
-            "PIPELINE_SERVICE_ACCOUNT": "defi-pipelines@acme-defi.iam.gserviceaccount.com",
-            "DATAPROC_SERVICE_ACCOUNT": "defi-dataproc@acme-defi.iam.gserviceaccount.com",
+            **REAL_SETTINGS,
             "VERTEX_NETWORKING": "psc",
-            "NETWORK_ATTACHMENT": "projects/acme-defi/regions/europe-west4/networkAttachments/defi-vertex-psc",
-            "VPC_NETWORK": "projects/123456789012/global/networks/defi-vpc",
-            "DATAPROC_SUBNETWORK": "projects/acme-defi/regions/europe-west4/subnetworks/defi-dataproc",
-            "CLOUD_SQL_PASSWORD_SECRET": "projects/acme-defi/secrets/defi-db-password",
             "COMPONENT_BASE_IMAGE": "europe-west4-docker.pkg.dev/acme-defi/defi-pipeline-images/components:latest",
         },
     },
