@@ -11,12 +11,16 @@ project's venv has) is missing here too.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +141,57 @@ def driver_environment(env: Path, base: Mapping[str, str] | None = None) -> dict
     return environ
 
 
+# linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """The child's last act before exec: ask Linux to SIGKILL it when its parent dies. The setting survives the
+    exec of spark-submit and spark-submit's own exec of java, so the JVM (the same process) dies with the launcher
+    even when the launcher is SIGKILLed and runs no cleanup. A parent that died before the request: exit now."""
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+@contextlib.contextmanager
+def tied_process(command: Sequence[str], env: Mapping[str, str]) -> Iterator[subprocess.Popen]:
+    """``Popen`` of ``command`` (stdout and stderr as text lines) whose whole process tree ends with the caller.
+
+    The child leads its own process group: an exception in the caller (an interrupt, a failing reader) kills
+    the group (spark-submit's JVM and the Python driver it starts) before it propagates. On Linux the child also
+    dies when the caller is SIGKILLed (:func:`_die_with_parent`); the JVM's Python driver then loses its
+    gateway and exits.
+    """
+    linux = sys.platform.startswith("linux")
+    process = subprocess.Popen(
+        list(command),
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()) if linux else None,
+    )
+    try:
+        yield process
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
+    finally:
+        if process.stdout is not None:
+            process.stdout.close()
+        process.wait()
+
+
 def submit(batch: Mapping[str, Any], *, gcs_root: Path = DEFAULT_GCS_ROOT, echo=None) -> dict:
     """Runs ``batch`` with spark-submit and returns the job's run summary (its ``RUN_SUMMARY`` line).
 
@@ -148,9 +203,7 @@ def submit(batch: Mapping[str, Any], *, gcs_root: Path = DEFAULT_GCS_ROOT, echo=
     command = spark_submit_command(batch, env, gcs_root)
     tail: deque[str] = deque(maxlen=40)
     summary = None
-    with subprocess.Popen(
-        command, env=driver_environment(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as process:
+    with tied_process(command, driver_environment(env)) as process:
         assert process.stdout is not None
         for line in process.stdout:
             echo(line)
