@@ -57,7 +57,7 @@ def evaluate_metrics_parity(
     Args:
         database_url: Password-less ``postgresql://user@host:port/db``.
         spark_table: The run's staging table written by the Spark job (pool_id, date and the metric columns).
-        legacy_table: The legacy job's shadow table in the production schema, e.g. ``pool_daily_metrics_legacy``;
+        legacy_table: The legacy job's shadow table in the production schema, e.g. ``stg_legacy_metrics_<run_id>``;
             it may hold other dates, which are ignored.
         parity: Output; metrics ``parity_rows_compared``, ``parity_rows_missing_in_spark``,
             ``parity_rows_missing_in_legacy``, ``parity_cells_mismatched``, ``parity_max_abs_diff_<column>``,

@@ -17,6 +17,7 @@ def resolve_run_range(
     start: str = "",
     end: str = "",
     late_days: int = 2,
+    now: str = "",
     password_secret: str = "env:DB_PASSWORD",
 ) -> NamedTuple("RunRange", start=str, end=str, mode=str):
     """Resolves the run's [start, end] from the database (see ``spark_src.pool_metrics.run_range``).
@@ -30,6 +31,7 @@ def resolve_run_range(
         end: Last day of a backfill (ISO date, inclusive; ``mode=range`` only); empty: the latest day with data.
         late_days: Days before the last promoted day that an incremental run recomputes, for observations
             that arrive late or are corrected upstream.
+        now: The run's clock (ISO timestamp, the run context's): no day after its UTC date; empty: this step's.
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
 
     Returns:
@@ -39,12 +41,13 @@ def resolve_run_range(
     """
     from collections import namedtuple
 
+    from spark_src.common import time_bounds
     from spark_src.common.config import DbConfig
     from spark_src.common.sql import connect
     from spark_src.pool_metrics import run_range as rr
 
     with connect(DbConfig.from_url(database_url, password_secret).named("resolve_run_range")) as conn:
-        bounds = rr.fetch_bounds(conn)
+        bounds = rr.fetch_bounds(conn, today=time_bounds.parse_now(now).date())
     resolved = rr.resolve(mode, start, end, late_days, bounds)
     run_range.metadata.update(
         {**resolved.as_dict(), "late_days": late_days, **{k: str(v) for k, v in bounds.__dict__.items()}}

@@ -19,6 +19,7 @@ def run_pool_metrics_local(
     staging: dsl.Output[dsl.Dataset],
     start: str = "",
     end: str = "",
+    now: str = "",
     password_secret: str = "env:DB_PASSWORD",
 ) -> None:
     """Runs the ``pool_metrics`` Dataproc batch under the rehearsal and records the staging table it wrote.
@@ -31,6 +32,8 @@ def run_pool_metrics_local(
         staging: Output; uri names the staging table, metadata is the job's run summary.
         start: First day (ISO date) or empty for all.
         end: Last day (ISO date, inclusive) or empty for all.
+        now: The run's clock (ISO timestamp, the run context's): later observations are rejected; empty: the
+            job's own clock.
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
     """
     from rehearsal.launcher import submit
@@ -38,7 +41,7 @@ def run_pool_metrics_local(
     from spark_src.common.storage import code_version
 
     args = pool_metrics_args(
-        run_id=run_id, staging_table=staging_table, start=start, end=end, database_url=database_url,
+        run_id=run_id, staging_table=staging_table, start=start, end=end, now=now, database_url=database_url,
         password_secret=password_secret, code_version=code_version(),
     )  # fmt: skip
     summary = submit({**batch, "args": args})

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from database.promote import upsert_sql
+from spark_src.common import faults
 from spark_src.common.config import DbConfig
 from spark_src.common.sql import check_identifiers, transaction
 
@@ -104,6 +105,7 @@ def promote_forecasts(
         if drop_staging:
             for table in tables:
                 conn.exec_driver_sql(f'DROP TABLE "{table}"')
+        faults.maybe_kill("promote_forecasts")
     promotion = ForecastPromotion(model, staged, inserted, updated, rejected, history_rows, quarantine_rows)
     log.info("forecasts of run %s promoted: %s", run_id, promotion.as_dict())
     return promotion

@@ -15,6 +15,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
+from spark_src.common import faults
 from spark_src.common.config import DbConfig
 from spark_src.common.sql import check_identifiers, transaction
 
@@ -269,6 +270,7 @@ def compare(db: DbConfig, request: Request) -> Comparison:
         }
         worst = conn.execute(text(worst_sql(request.columns)), {**tolerances, "limit": request.worst_rows}).all()
         missing = conn.execute(text(MISSING_SQL), {"limit": request.worst_rows}).all()
+        faults.maybe_kill("parity")
     return Comparison(
         request,
         rows_compared,

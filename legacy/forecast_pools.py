@@ -44,6 +44,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sqlalchemy import Connection
 
 from legacy.calculate_pool_metrics import METRIC_COLUMNS, PRODUCTION_TABLE, check_table_name
+from spark_src.common import faults
 from spark_src.common.columns import FEATURE_COLUMNS as _FEATURE_COLUMNS
 from spark_src.common.config import DbConfig
 from spark_src.common.sql import transaction
@@ -533,6 +534,7 @@ def run(
 
     with transaction(config) as conn:
         write_forecasts(conn.connection.driver_connection, forecasts, as_of, target_table, run_id)
+        faults.maybe_kill("legacy_forecast")
 
     return {
         "as_of": as_of.isoformat(),

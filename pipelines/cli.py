@@ -115,6 +115,17 @@ def _print_run_range(run: LocalRun) -> None:
         click.echo(f"run range ({meta['mode']}): {meta['start']}..{meta['end']}, {meta['days']} days: {meta['reason']}")
 
 
+def _print_cleanup(run: LocalRun) -> None:
+    cleanup = run.find("cleanup")
+    if cleanup:
+        meta = _counts(cleanup.metadata)
+        click.echo(
+            f"cleanup of abandoned runs: {meta['runs_cleaned']} runs, {meta['tables_dropped']} tables dropped, "
+            f"{meta['history_rows_deleted']} forecast history rows deleted, {meta['model_dirs_removed']} model "
+            f"directories removed; {meta['unregistered_staging_tables']} unregistered stg_* tables left alone"
+        )
+
+
 def _print_evaluation(meta: dict) -> None:
     """The forecast gate's scores on the holdout, and what it promoted when the model lost."""
     rows = meta.get("forecast_rows_evaluated_apy")
@@ -133,13 +144,15 @@ def _print_evaluation(meta: dict) -> None:
 def _print_run(run: LocalRun, fingerprint: tuple[int, str] | None = None) -> None:
     from pipelines.pool_pipeline import METRICS_TABLE  # kfp loads in a second: only once a run is there
 
+    _print_cleanup(run)
     _print_run_range(run)
     staging = _counts(run.metadata("staging"))
     click.echo(
         f"pool metrics (Spark): {staging['pools']} pools, {staging['rows_written']} rows written to "
         f"{staging['staging_table']} ({staging['seconds']} s); rejected {json.dumps(staging['rejected'])}; "
         f"tvl set NULL {json.dumps(staging['tvl_nulled'])}; "
-        f"{staging['observations_superseded']} superseded same-day observations"
+        f"{staging['observations_superseded']} superseded same-day observations; "
+        f"{staging.get('active_pools_without_rows', 0)} active pools without any row"
     )
     legacy = run.find("shadow")
     if legacy and not legacy.metadata.get("skipped"):

@@ -24,6 +24,7 @@ _MINIMUM = {
     "parity_rel_tol": 0,
     "forecast_gate_tolerance": 0,
     "late_days": 0,
+    "stale_after_minutes": 0,
 }
 _DATES = ("start", "end", "as_of")
 

@@ -1,13 +1,18 @@
 """The pool pipeline: daily metrics (Spark, gated by parity with legacy) then next-day forecasts (SynapseML).
 
-    run context ─> run range ─┬─> pool metrics (Spark) ───────────┬─> parity gate ─> upsert pool_daily_metrics ─┐
-                              └─> legacy metrics (pandas, shadow) ─┘                                            │
-    ┌───────────────────────────────────────────────────────────────────────────────────────────────────────────┘
+    run context ─> start run ─> run range ─┬─> pool metrics (Spark) ──────────┬─> parity gate ─> upsert metrics ─┐
+                                           └─> legacy metrics (pandas, shadow) ┘                                   │
+    ┌──────────────────────────────────────────────────────────────────────────────────────────────────────────────┘
     └─> forecast dates ─┬─> forecast (Spark, SynapseML; staged: model + naive, backtests, quarantine) ─┐
                         └─> legacy forecast (pandas, holdout dates; staged) ─────────────────────────┴─> evaluation
-        (chooses the Spark model or naive) ─> promote forecasts (pool_daily_metrics, history, quarantine)
-                                           └> log to experiment
+        (chooses the Spark model or naive) ─> promote forecasts (pool_daily_metrics, history, quarantine) ─┐
+                                           └> log to experiment ───────────────────────────────────────────┴> finish run
     + lineage: a Dataset per source, staging and target table, a Model for the forecast model.
+
+Start run registers the run (``pipeline_runs``) and cleans up what abandoned runs left (their ``stg_*_<run_id>``
+tables, unpromoted forecast history rows, model directories); finish run, after everything else, drops this
+run's remaining tables (its legacy shadow) and marks it succeeded. The run context fixes one clock (``now``) for
+the run range and both metrics jobs.
 
 The run range fixes the days the metrics steps compute: incremental by default (from the last promoted day
 minus ``late_days`` to the latest day with data), a backfill or a full recompute only on request (``mode``).
@@ -34,7 +39,9 @@ from components.resolve_run_range import resolve_run_range
 from components.run_context import make_run_context
 from components.run_legacy_forecast import run_legacy_forecast
 from components.run_legacy_metrics import run_legacy_metrics
+from components.run_registry import finish_run, start_run
 from components.upsert_staging import upsert_staging
+from database.run_registry import DEFAULT_STALE_AFTER_MINUTES
 from pipelines.targets import LocalTarget, SparkStep, VertexTarget
 from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
 
@@ -42,7 +49,6 @@ METRIC_COLUMNS = list(_METRIC_COLUMNS)
 
 PIPELINE_NAME = "defi-pool-metrics"
 METRICS_TABLE = "pool_daily_metrics"
-LEGACY_SHADOW_TABLE = "pool_daily_metrics_legacy"
 FORECAST_HISTORY_TABLE = "pool_forecast_history"
 QUARANTINE_TABLE = "pool_observation_quarantine"
 SOURCE_TABLES = {  # table -> its time column for the lineage date range
@@ -73,13 +79,16 @@ class BusinessSteps:
 
 def record_lineage(
     db: dict, run_id, context: dsl.PipelineTask, steps: BusinessSteps, retry: Callable[[dsl.PipelineTask], Any]
-) -> None:
+) -> list[dsl.PipelineTask]:
     """A Dataset per source, staging and target table, a Model for the forecast model, each wired to the step
     it describes.
 
     A record of a table a later step drops or changes must run before that step, so this also orders business
     steps after lineage records: sources before the metrics job, staging tables before the upserts that drop
     them, ``pool_daily_metrics`` as the metrics left it before the forecasts are upserted into it.
+
+    Returns:
+        The last records (of the targets after the forecast promotion): the run's last step comes after them.
     """
 
     def table(name, role: str, label: str, **kwargs) -> dsl.PipelineTask:
@@ -135,14 +144,16 @@ def record_lineage(
     ).after(steps.legacy_forecast)
     steps.promote_forecasts.after(*forecast_staging, legacy_staging)
 
-    for name, column in (
-        (METRICS_TABLE, "date"),
-        (FORECAST_HISTORY_TABLE, "forecast_date"),
-        (QUARANTINE_TABLE, "date"),
-    ):
+    return [
         table(
             name, "target", f"{name} (forecasts)", upstream=metrics_target.outputs["dataset"], time_column=column
         ).after(model, steps.promote_forecasts)
+        for name, column in (
+            (METRICS_TABLE, "date"),
+            (FORECAST_HISTORY_TABLE, "forecast_date"),
+            (QUARANTINE_TABLE, "date"),
+        )
+    ]
 
 
 def build_pipeline(target: LocalTarget | VertexTarget):
@@ -170,6 +181,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         forecast_gate_enabled: bool = True,
         forecast_gate_tolerance: float = 0.05,
         model_root: str = defaults["model_root"],
+        stale_after_minutes: int = DEFAULT_STALE_AFTER_MINUTES,
         experiment: str = "",
         project: str = defaults["project"],
         location: str = defaults["location"],
@@ -197,6 +209,9 @@ def build_pipeline(target: LocalTarget | VertexTarget):
                 (``model = naive``); False: promote Spark's without comparing.
             forecast_gate_tolerance: Allowed relative excess of the Spark APY MAE over the legacy one.
             model_root: Where model directories go (``gs://…`` on Vertex); empty for ``.local/models``.
+            stale_after_minutes: A run unfinished after this many minutes (default 360) is abandoned: this run's
+                first step removes its staging and shadow tables, forecast history rows and model directory.
+                It must exceed the longest healthy run.
             experiment: Vertex AI Experiment to log the run to (scheduled runs); empty: none.
             project: GCP project of the experiment.
             location: Region of the experiment.
@@ -211,10 +226,21 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         backtest_staging = context.outputs["backtest_staging_table"]
         legacy_staging = context.outputs["legacy_backtest_staging_table"]
         quarantine_staging = context.outputs["quarantine_staging_table"]
+        legacy_shadow = context.outputs["legacy_shadow_table"]
+        now = context.outputs["now"]  # one clock for the run range and both metrics jobs
+        started = _db_step(
+            start_run(
+                **db, run_id=run_id, model_dir=context.outputs["model_dir"], stale_after_minutes=stale_after_minutes
+            ),
+            "start run: register, clean up abandoned runs",
+        )
+        target.retry(started)  # registering and cleaning up are idempotent
 
         # --- the run's days: the Spark job, the legacy shadow and the parity gate cover the same ------------
-        run_range = _db_step(resolve_run_range(**db, mode=mode, start=start, end=end, late_days=late_days), "run range")
-        days = {"start": run_range.outputs["start"], "end": run_range.outputs["end"]}
+        run_range = _db_step(
+            resolve_run_range(**db, mode=mode, start=start, end=end, late_days=late_days, now=now), "run range"
+        ).after(started)
+        days = {"start": run_range.outputs["start"], "end": run_range.outputs["end"], "now": now}
 
         # --- daily metrics -------------------------------------------------------------------------------
         metrics = target.pool_metrics(
@@ -228,7 +254,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         legacy_metrics = _db_step(
             run_legacy_metrics(
                 **db,
-                shadow_table=LEGACY_SHADOW_TABLE,
+                shadow_table=legacy_shadow,
                 **days,
                 run_id=run_id,
                 enabled=compare_with_legacy,
@@ -239,8 +265,9 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             evaluate_metrics_parity(
                 **db,
                 spark_table=metrics_staging,
-                legacy_table=LEGACY_SHADOW_TABLE,
-                **days,
+                legacy_table=legacy_shadow,
+                start=days["start"],
+                end=days["end"],
                 columns=METRIC_COLUMNS,
                 rel_tol=parity_rel_tol,
                 fail_on_mismatch=True,
@@ -315,7 +342,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             "promote forecasts",
         )
         target.retry(promotion)  # one transaction: all or nothing
-        log_run_to_experiment(
+        logged = log_run_to_experiment(
             experiment=experiment,
             project=project,
             location=location,
@@ -331,10 +358,11 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             },
             parity=parity.outputs["parity"],
             forecast=evaluation.outputs["forecast_metrics"],
-        ).set_display_name("log to experiment").set_caching_options(False)
+        )
+        logged.set_display_name("log to experiment").set_caching_options(False)
 
         # --- lineage (orders itself before the steps that drop or change what it describes) ---------------
-        record_lineage(
+        last_records = record_lineage(
             db,
             run_id,
             context,
@@ -348,6 +376,10 @@ def build_pipeline(target: LocalTarget | VertexTarget):
             ),
             retry=target.retry,
         )
+
+        # --- last: the run's remaining tables dropped, the run marked succeeded -----------------------------
+        finished = _db_step(finish_run(**db, run_id=run_id), "finish run: drop its shadow table, mark it succeeded")
+        target.retry(finished.after(logged, *last_records))  # idempotent
 
     return pool_pipeline
 

@@ -17,6 +17,7 @@ REQUIRED_TABLES = (
     "gas_fees_daily",
     "pool_daily_metrics",
     "pool_forecast_history",
+    "pipeline_runs",
 )
 
 

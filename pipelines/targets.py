@@ -58,7 +58,9 @@ class LocalTarget:
         request = VertexTarget(self.settings).batch_request(job, "", [])
         return {key: request[key] for key in _REHEARSED_FIELDS}
 
-    def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
+    def pool_metrics(
+        self, *, database_url, password_secret, run_id, staging_table, start, end, now, batch_id
+    ) -> SparkStep:  # fmt: skip
         from components.run_spark_job import run_pool_metrics_local
 
         task = run_pool_metrics_local(
@@ -69,6 +71,7 @@ class LocalTarget:
             staging_table=staging_table,
             start=start,
             end=end,
+            now=now,
         )
         return SparkStep(task)
 
@@ -152,9 +155,11 @@ class VertexTarget:
         task = DataprocPySparkBatchOp(**self.batch_request(job, batch_id, args))
         return SparkStep(task, task.outputs["gcp_resources"])
 
-    def pool_metrics(self, *, database_url, password_secret, run_id, staging_table, start, end, batch_id) -> SparkStep:
+    def pool_metrics(
+        self, *, database_url, password_secret, run_id, staging_table, start, end, now, batch_id
+    ) -> SparkStep:  # fmt: skip
         args = pool_metrics_args(
-            run_id=run_id, staging_table=staging_table, start=start, end=end, database_url=database_url,
+            run_id=run_id, staging_table=staging_table, start=start, end=end, now=now, database_url=database_url,
             password_secret=password_secret, code_version=self.settings.code_version,
         )  # fmt: skip
         return self._batch("pool_metrics", batch_id, args)

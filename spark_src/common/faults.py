@@ -6,7 +6,9 @@ steps are placed where a real crash does the most damage (after a write, before 
 
 ``spark_write`` (staging table written, job not done), ``legacy`` (shadow rows written, not committed),
 ``parity`` (gate evaluated, no verdict recorded), ``upsert:<target table>`` (rows upserted, not committed),
-``forecast`` (model saved and forecast staging written, job not done).
+``forecast`` (model saved and forecast staging written, job not done), ``legacy_forecast`` (legacy backtest
+rows written, not committed), ``promote_forecasts`` (forecasts, history and quarantine upserted and the staging
+tables dropped, not committed).
 
 Unset (always, outside the tests) it does nothing.
 """
@@ -17,7 +19,16 @@ import os
 import signal
 
 KILL_AT_VARIABLE = "DEFI_KILL_AT"
-STEPS = ("spark_write", "legacy", "parity", "upsert:pool_daily_metrics", "forecast", "upsert:pool_forecast_history")
+# In the order the pipeline reaches them.
+STEPS = (
+    "spark_write",
+    "legacy",
+    "parity",
+    "upsert:pool_daily_metrics",
+    "forecast",
+    "legacy_forecast",
+    "promote_forecasts",
+)
 
 
 def maybe_kill(step: str) -> None:

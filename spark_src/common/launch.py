@@ -13,11 +13,12 @@ JOBS = ("pool_metrics", "forecast", "smoke")
 
 
 def pool_metrics_args(
-    *, run_id, staging_table, start, end, database_url, password_secret, code_version
+    *, run_id, staging_table, start, end, now, database_url, password_secret, code_version
 ) -> list[Any]:  # fmt: skip
-    """``spark_src.pool_metrics.main`` arguments (an empty start/end means "all days")."""
+    """``spark_src.pool_metrics.main`` arguments (an empty start/end means "all days"; an empty now, the job's
+    clock)."""
     return [
-        "--run-id", run_id, "--staging-table", staging_table, "--start", start, "--end", end,
+        "--run-id", run_id, "--staging-table", staging_table, "--start", start, "--end", end, "--now", now,
         "--database-url", database_url, "--password-secret", password_secret, "--code-version", code_version,
     ]  # fmt: skip
 

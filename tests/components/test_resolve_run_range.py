@@ -56,3 +56,12 @@ def test_empty_target_means_every_day_and_full_and_range_are_explicit(db, db_con
     assert _resolve(db_config, mode="range", start="2026-05-10")[0][:2] == ("2026-05-10", "2026-05-20")
     with pytest.raises(RangeError, match="pass mode=range"):
         _resolve(db_config, start="2026-05-10")
+
+
+def test_the_run_clock_bounds_the_latest_day(db, db_config):
+    """The run context's ``now``: no day after its UTC date, whatever this machine's clock says."""
+    with db.begin() as conn:
+        _seed(conn)
+    # 2026-05-20 01:30 in UTC+03:00 is 2026-05-19 22:30 UTC: the 2026-05-20 row is tomorrow for this run.
+    assert _resolve(db_config, now="2026-05-20T01:30:00+03:00")[0][:2] == ("2026-05-01", "2026-05-01")
+    assert _resolve(db_config, now="2026-05-20T23:59:00+00:00")[0][:2] == ("2026-05-01", "2026-05-20")

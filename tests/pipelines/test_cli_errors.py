@@ -87,7 +87,8 @@ def test_a_database_without_the_schema_is_named(embedded_pg, db_config, engine, 
     assert result.exit_code == errors.DATABASE
     assert lines == [
         f"error: cannot use the database {db_config.url}: tables missing: pools, raw_defillama_pool_history, "
-        "raw_coinmarketcap_ohlcv, gas_fees_daily, pool_daily_metrics, pool_forecast_history. Next: create them "
+        "raw_coinmarketcap_ohlcv, gas_fees_daily, pool_daily_metrics, pool_forecast_history, pipeline_runs. Next: "
+        "create them "
         "with database/schema.sql (idempotent) and fill the raw tables"
     ]
 

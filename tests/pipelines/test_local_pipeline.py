@@ -217,25 +217,39 @@ def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
         conn.execute(
             text("INSERT INTO pool_daily_metrics (pool_id, date, actual_apy) VALUES ('kept', '2026-01-01', 1)")
         )
-        # Plant a mismatch where the legacy job writes: one cell of its shadow table is nudged on insert.
+        # Plant a mismatch where the legacy job writes: one cell of its per-run shadow table is nudged on insert
+        # (an event trigger puts the row trigger on the shadow table when the run creates it).
         conn.execute(
             text(
                 """
-                CREATE TABLE pool_daily_metrics_legacy (LIKE pool_daily_metrics INCLUDING ALL);
                 CREATE FUNCTION nudge() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN
                     IF NEW.date = DATE '2026-05-20' AND NEW.pool_id = (SELECT min(pool_id) FROM pools WHERE is_active)
                     THEN NEW.rolling_apy_7d := NEW.rolling_apy_7d * 1.001; END IF;
                     RETURN NEW;
                 END $$;
-                CREATE TRIGGER nudge BEFORE INSERT ON pool_daily_metrics_legacy FOR EACH ROW EXECUTE FUNCTION nudge();
+                CREATE FUNCTION add_nudge() RETURNS event_trigger LANGUAGE plpgsql AS $$
+                DECLARE created record;
+                BEGIN
+                    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands()
+                                   WHERE object_identity LIKE 'public.stg\\_legacy\\_metrics\\_%' LOOP
+                        EXECUTE format('CREATE TRIGGER nudge BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION nudge()',
+                                       created.object_identity);
+                    END LOOP;
+                END $$;
+                CREATE EVENT TRIGGER add_nudge ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+                    EXECUTE FUNCTION add_nudge();
                 """
             )
         )
     before = table_fingerprint(db)
 
-    with pytest.raises(LocalRunFailed) as failure:
-        run_local(db_config, legacy_n_trials=3)
+    try:
+        with pytest.raises(LocalRunFailed) as failure:
+            run_local(db_config, legacy_n_trials=3)
+    finally:
+        with db.begin() as conn:
+            conn.execute(text("DROP EVENT TRIGGER add_nudge"))
 
     assert table_fingerprint(db) == before  # nothing promoted
     run = failure.value.run

@@ -7,6 +7,8 @@ import yaml
 from pipelines.settings import COMPILED_DIR
 
 RETRIED = {
+    "start run: register, clean up abandoned runs",
+    "finish run: drop its shadow table, mark it succeeded",
     "upsert pool_daily_metrics",
     "forecast dates",
     "promote forecasts",

@@ -9,6 +9,7 @@ that would go over the network are replaced, each named in the docstring of the 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import re
@@ -122,6 +123,9 @@ def dataproc_tasks(spec: dict) -> dict[str, dict]:
     return found
 
 
+SAMPLE_NOW = "2026-06-19T23:59:58+00:00"  # a run that starts two seconds before midnight
+
+
 def sample_outputs() -> dict[tuple[str, str], str]:
     """What the upstream tasks output at run time, by (component, output): the real run-context function on a
     sample job uuid, and sample forecast dates."""
@@ -130,6 +134,7 @@ def sample_outputs() -> dict[tuple[str, str], str]:
     context = make_run_context.python_func(pipeline_job_id=SAMPLE_JOB_UUID, model_root=SETTINGS.model_root)
     return {
         **{("comp-make-run-context", key): value for key, value in context._asdict().items()},
+        ("comp-make-run-context", "now"): SAMPLE_NOW,  # the real one is the clock: a fixed sample instead
         ("comp-resolve-run-range", "start"): "2026-06-17",
         ("comp-resolve-run-range", "end"): "2026-06-19",
         ("comp-resolve-run-range", "mode"): "incremental",
@@ -533,6 +538,36 @@ def test_batch_ids_come_from_the_run_and_are_valid(vertex_spec):
         assert len(ids) == 2, "two runs would start batches with the same id"
         for batch_id in ids:
             assert re.fullmatch(r"[a-z0-9][a-z0-9-]{2,61}[a-z0-9]", batch_id), batch_id  # Dataproc's rule
+
+
+def test_one_clock_per_run_reaches_the_run_range_and_both_metrics_jobs(compiled):
+    """The run context's ``now`` is the time bound of the run range, the Spark metrics job (a Dataproc batch arg
+    on Vertex, a component input locally) and the legacy metrics job: a run crossing midnight cannot disagree."""
+    from components.run_context import make_run_context
+
+    now = SAMPLE_NOW
+    for variant, path in compiled.items():
+        spec = read_spec(path)[2]
+        clocks = {}
+        for name, task in spec["root"]["dag"]["tasks"].items():
+            if "now" not in task["inputs"]["parameters"] and name not in dataproc_tasks(spec):
+                continue
+            inputs = task_inputs(spec, name)
+            component = task["componentRef"]["name"]
+            if "now" in inputs:
+                clocks[component] = inputs["now"]
+            elif "--now" in inputs.get("args", []):
+                clocks[f"{component}:{inputs['labels']['job']}"] = inputs["args"][inputs["args"].index("--now") + 1]
+        expected = {"comp-resolve-run-range", "comp-run-legacy-metrics"} | (
+            {"comp-run-pool-metrics-local"}
+            if variant == "local"
+            else {"comp-dataproc-create-pyspark-batch:pool-metrics"}
+        )
+        assert clocks == dict.fromkeys(expected, now), variant
+    # The real context's clock: UTC, with its offset, now.
+    clock = dt.datetime.fromisoformat(make_run_context.python_func(pipeline_job_id=SAMPLE_JOB_UUID).now)
+    assert clock.utcoffset() == dt.timedelta(0)
+    assert abs(clock - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
 
 
 def test_caching_is_off_for_every_task_that_reads_the_database(vertex_spec):

@@ -188,7 +188,7 @@ def test_runtime_30_runs_the_metrics_batch_as_far_as_its_jars_allow(db, db_confi
     metrics = target.batch("pool_metrics")
     staged = [uri for uri in metrics["jar_file_uris"] if "postgresql" in uri]
     args = pool_metrics_args(
-        run_id="r30", staging_table="stg_metrics_r30", start="", end="", database_url=db_config.url,
+        run_id="r30", staging_table="stg_metrics_r30", start="", end="", now="", database_url=db_config.url,
         password_secret="env:DB_PASSWORD", code_version="t30",
     )  # fmt: skip
     summary = submit(metrics | {"jar_file_uris": staged, "python_file_uris": metrics["python_file_uris"][:1],
