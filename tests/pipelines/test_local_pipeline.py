@@ -231,9 +231,12 @@ def test_a_parity_mismatch_stops_the_run_before_promotion(db, db_config):
                 CREATE FUNCTION add_nudge() RETURNS event_trigger LANGUAGE plpgsql AS $$
                 DECLARE created record;
                 BEGIN
-                    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands()
-                                   WHERE object_identity LIKE 'public.stg\\_legacy\\_metrics\\_%' LOOP
-                        EXECUTE format('CREATE TRIGGER nudge BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION nudge()',
+                    -- CREATE TABLE … LIKE … INCLUDING ALL reports the table more than once.
+                    FOR created IN SELECT DISTINCT object_identity FROM pg_event_trigger_ddl_commands()
+                                   WHERE object_type = 'table'
+                                     AND object_identity LIKE 'public.stg\\_legacy\\_metrics\\_%' LOOP
+                        EXECUTE format('CREATE OR REPLACE TRIGGER nudge BEFORE INSERT ON %s FOR EACH ROW '
+                                       'EXECUTE FUNCTION nudge()',
                                        created.object_identity);
                     END LOOP;
                 END $$;
