@@ -83,3 +83,21 @@ def test_a_failed_run_names_the_task_kfp_local_reports(tmp_path):
     )
     assert LocalRunFailed(LocalRun(tmp_path), cause).failed_task == "evaluate-metrics-parity"
     assert LocalRunFailed(LocalRun(tmp_path), RuntimeError("no task named")).failed_task is None
+
+
+def test_the_summary_prints_what_the_cleanup_of_abandoned_runs_removed(tmp_path, capsys):
+    from pipelines.cli import _print_cleanup
+
+    counts = {
+        "runs_cleaned": 2.0,  # KFP may store counts as floats
+        "tables_dropped": 7,
+        "history_rows_deleted": 0,
+        "model_dirs_removed": 1,
+        "unregistered_staging_tables": 1,
+        "run_id": "42",
+    }
+    _print_cleanup(_run(tmp_path, {"start": {"artifacts": _artifact("cleanup", "", counts)}}))
+    assert capsys.readouterr().out == (
+        "cleanup of abandoned runs: 2 runs, 7 tables dropped, 0 forecast history rows deleted, 1 model "
+        "directories removed; 1 unregistered stg_* tables left alone\n"
+    )
