@@ -14,6 +14,7 @@ def resolve_forecast_dates(
     database_url: str,
     as_of: str = "",
     holdout_days: int = 3,
+    now: str = "",
     password_secret: str = "env:DB_PASSWORD",
 ) -> NamedTuple("ForecastDates", as_of=str, forecast_date=str, holdout_as_of=str):
     """The as-of date (default: the latest day up to today, UTC, with actuals) and the holdout as-of dates.
@@ -23,6 +24,7 @@ def resolve_forecast_dates(
         as_of: ISO date to forecast from; empty for the latest day up to today with an ``actual_apy``.
         holdout_days: Backtest as-of dates: the ``holdout_days`` days before ``as_of`` (their next days have
             actuals, so forecasts made from them can be scored).
+        now: The run's clock (ISO timestamp, the run context's): "today" is its UTC date; empty: this step's.
         password_secret: Secret reference of the password (``env:VAR`` or a Secret Manager name).
 
     Returns:
@@ -41,7 +43,7 @@ def resolve_forecast_dates(
 
     if holdout_days < 1:
         raise ValueError(f"holdout_days must be >= 1 (the evaluation scores the holdout dates), got {holdout_days}")
-    now = time_bounds.utc_now()
+    now = time_bounds.parse_now(now)
     with connect(DbConfig.from_url(database_url, password_secret).named("resolve_forecast_dates")) as conn:
         latest = conn.execute(text(time_bounds.latest_actuals_query(now))).scalar()
     if latest is None:

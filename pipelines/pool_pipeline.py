@@ -227,7 +227,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
         legacy_staging = context.outputs["legacy_backtest_staging_table"]
         quarantine_staging = context.outputs["quarantine_staging_table"]
         legacy_shadow = context.outputs["legacy_shadow_table"]
-        now = context.outputs["now"]  # one clock for the run range and both metrics jobs
+        now = context.outputs["now"]  # one clock: the run range, both metrics jobs and the forecast dates
         started = _db_step(
             start_run(
                 **db, run_id=run_id, model_dir=context.outputs["model_dir"], stale_after_minutes=stale_after_minutes
@@ -289,7 +289,7 @@ def build_pipeline(target: LocalTarget | VertexTarget):
 
         # --- next-day forecasts --------------------------------------------------------------------------
         dates = _db_step(
-            resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days),
+            resolve_forecast_dates(**db, as_of=as_of, holdout_days=holdout_days, now=now),
             "forecast dates",
         ).after(promote_metrics)
         target.retry(dates)  # reads only
