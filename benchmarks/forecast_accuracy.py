@@ -13,8 +13,9 @@ day fits both forecasters on the ``--train-days`` window ending d and forecasts 
 - naive: the pool's clean APY of d (as the pipeline's fallback forecast).
 
 A pool-day is scored when its actual of d + 1 exists and is not quarantined and every model has a forecast.
-Prints, per world: MAE per date and pooled, the share of dates Spark beats naive, and a paired bootstrap
-(resampling the scored pool-days) 95 % interval of MAE(Spark) / MAE(naive). ``--json`` writes the figures.
+Prints, per world: APY MAE per date and pooled, TVL WAPE pooled, the share of dates Spark and legacy beat
+naive, a paired bootstrap (resampling the scored pool-days) 95 % interval of MAE(model) / MAE(naive), and the
+reversion weight and correction shrink each Spark fit chose. ``--json`` writes the figures.
 Figures, not assertions.
 """
 
@@ -82,6 +83,7 @@ def measure_world(spark, pg, spec: SyntheticSpec, args: argparse.Namespace) -> d
     latest = max(metrics_pd.loc[metrics_pd["actual_apy"].notna(), "date"])
     as_of_dates = [latest - dt.timedelta(days=k) for k in range(args.holdout_dates, 0, -1)]
     actual = metrics_pd.set_index(["pool_id", "date"])["actual_apy"]
+    actual_tvl = metrics_pd.set_index(["pool_id", "date"])["actual_tvl"]
     # A feature of day d depends only on days <= d (tests/spark_src/test_forecast_features.py), so one frame
     # over all days serves every as-of date: the job's per-date frame is this frame's slice.
     first_train_day = as_of_dates[0] - dt.timedelta(days=args.train_days - 1)
@@ -94,23 +96,36 @@ def measure_world(spark, pg, spec: SyntheticSpec, args: argparse.Namespace) -> d
         features = all_days.where(F.col("date").between(F.lit(window_start), F.lit(as_of)))
         training = features.where((F.col("date") < F.lit(as_of)) & F.col("target_apy").isNotNull())
         today = features.where(F.col("date") == F.lit(as_of))
-        frame = today.select("pool_id", F.col("actual_apy").alias("naive")).toPandas().set_index("pool_id")
+        frame = (
+            today.select("pool_id", F.col("actual_apy").alias("naive"), F.col("actual_tvl").alias("naive_tvl"))
+            .toPandas()
+            .set_index("pool_id")
+        )
+        choices = []
         for objective in args.apy_objective:
             fitted = M.fit(training, rule=rule, seed=42, apy_objective=objective)
-            spark_fc = M.forecast(fitted.model, today).toPandas().set_index("pool_id")["forecasted_apy"]
-            frame[f"spark_{objective}"] = spark_fc
+            spark_fc = M.forecast(fitted.model, today).toPandas().set_index("pool_id")
+            frame[f"spark_{objective}"] = spark_fc["forecasted_apy"]
+            frame[f"spark_{objective}_tvl"] = spark_fc["forecasted_tvl"]
+            choices.append(f"{objective}: reversion {fitted.reversion_weight}, shrink {fitted.correction_shrink}")
         spark_s = time.monotonic() - started
         started = time.monotonic()
         legacy_features = legacy.feature_frame(legacy.build_panel(metrics_pd, pools_pd, as_of, args.train_days))
         legacy_fc, _ = legacy.fit_and_forecast(legacy_features, as_of, args.legacy_trials, 42)
         frame["legacy"] = legacy_fc.set_index("pool_id")["forecasted_apy"]
+        frame["legacy_tvl"] = legacy_fc.set_index("pool_id")["forecasted_tvl"]
         legacy_s = time.monotonic() - started
         forecast_date = as_of + dt.timedelta(days=1)
         frame["actual"] = [actual.get((p, forecast_date), np.nan) for p in frame.index]
+        frame["actual_tvl"] = [actual_tvl.get((p, forecast_date), np.nan) for p in frame.index]
         frame["quarantined"] = [(p, forecast_date) in quarantined for p in frame.index]
         frame["as_of"] = as_of
         rows.append(frame.reset_index())
-        print(f"  {spec.world}:{spec.seed} as-of {as_of}: spark {spark_s:.0f} s, legacy {legacy_s:.0f} s", flush=True)
+        print(
+            f"  {spec.world}:{spec.seed} as-of {as_of}: spark {spark_s:.0f} s ({'; '.join(choices)}), "
+            f"legacy {legacy_s:.0f} s",
+            flush=True,
+        )
     scored_all = pd.concat(rows, ignore_index=True)
     models = [*(f"spark_{o}" for o in args.apy_objective), "legacy", "naive"]
     usable = scored_all["actual"].notna() & ~scored_all["quarantined"] & scored_all[models].notna().all(axis=1)
@@ -118,6 +133,13 @@ def measure_world(spark, pg, spec: SyntheticSpec, args: argparse.Namespace) -> d
     errors = {m: (scored[m] - scored["actual"]).abs() for m in models}
     per_date = {m: {str(d): float(errors[m][scored["as_of"] == d].mean()) for d in as_of_dates} for m in models}
     pooled = {m: float(errors[m].mean()) for m in models}
+    # TVL WAPE on the scored pool-days whose tvl of d + 1 and every model's tvl forecast exist.
+    tvl_columns = [f"{m}_tvl" for m in models]
+    tvl_scored = scored[scored["actual_tvl"].notna() & scored[tvl_columns].notna().all(axis=1)]
+    tvl_wape = {
+        m: float((tvl_scored[f"{m}_tvl"] - tvl_scored["actual_tvl"]).abs().sum() / tvl_scored["actual_tvl"].abs().sum())
+        for m in models
+    }
     result = {
         "world": f"{spec.world}:{spec.seed}",
         "pools": spec.pools,
@@ -128,15 +150,18 @@ def measure_world(spark, pg, spec: SyntheticSpec, args: argparse.Namespace) -> d
         "dropped_quarantined_actual": int(scored_all["quarantined"].sum()),
         "pooled_mae": pooled,
         "per_date_mae": per_date,
+        "tvl_pool_days_scored": len(tvl_scored),
+        "tvl_wape": tvl_wape,
     }
     for m in models:
-        if m.startswith("spark_"):
+        if m != "naive":
             wins = sum(per_date[m][str(d)] < per_date["naive"][str(d)] for d in as_of_dates)
             result[f"{m}_dates_won_vs_naive"] = f"{wins}/{len(as_of_dates)}"
             result[f"{m}_ratio_vs_naive"] = pooled[m] / pooled["naive"]
             result[f"{m}_ratio_vs_naive_ci95"] = bootstrap_ratio(
                 errors[m].to_numpy(), errors["naive"].to_numpy(), args.bootstrap
             )
+        if m.startswith("spark_"):
             result[f"{m}_ratio_vs_legacy"] = pooled[m] / pooled["legacy"]
     return result
 
@@ -150,12 +175,15 @@ def print_result(result: dict) -> None:
     for d in result["as_of_dates"]:
         print(f"{d}   " + " ".join(f"{result['per_date_mae'][m][d]:12.4f}" for m in models))
     print("pooled       " + " ".join(f"{result['pooled_mae'][m]:12.4f}" for m in models))
+    print("TVL WAPE     " + " ".join(f"{result['tvl_wape'][m]:12.5f}" for m in models)
+          + f"   ({result['tvl_pool_days_scored']} pool-days)")  # fmt: skip
     for m in models:
-        if m.startswith("spark_"):
+        if m != "naive":
             low, high = result[f"{m}_ratio_vs_naive_ci95"]
+            versus_legacy = f", / legacy {result[f'{m}_ratio_vs_legacy']:.3f}" if m.startswith("spark_") else ""
             print(
-                f"{m}: MAE / naive {result[f'{m}_ratio_vs_naive']:.3f} (95 % bootstrap {low:.3f}-{high:.3f}), "
-                f"/ legacy {result[f'{m}_ratio_vs_legacy']:.3f}, dates won vs naive {result[f'{m}_dates_won_vs_naive']}"
+                f"{m}: MAE / naive {result[f'{m}_ratio_vs_naive']:.3f} (95 % bootstrap {low:.3f}-{high:.3f})"
+                f"{versus_legacy}, dates won vs naive {result[f'{m}_dates_won_vs_naive']}"
             )
 
 

@@ -136,8 +136,13 @@ def model_card(fitted: M.FittedForecaster, args: argparse.Namespace, as_of: dt.d
         "stacked_feature": M.STACKED_FEATURE,
         "targets": {
             "tvl": "ln(tvl[d+1]) - ln(tvl[d]), winsorised",
-            "apy": "slog(apy[d+1]) - slog(apy[d]), winsorised; slog(x) = sign(x) ln(1 + |x|)",
+            "apy": "slog(apy[d+1]) - slog(apy[d]) minus the reversion, winsorised; slog(x) = sign(x) ln(1 + |x|)",
         },
+        "reversion_weight": fitted.reversion_weight,
+        "reversion": "forecast slog change = -reversion_weight * (slog(apy[d]) - slog(3-day median apy))"
+        " + correction_shrink * model",
+        "correction_shrink": fitted.correction_shrink,
+        "validation_days": M.VALIDATION_DAYS,
         "winsor_quantiles": list(M.WINSOR_QUANTILES),
         "winsor_bounds": fitted.bounds,
         "apy_objective": args.apy_objective,
@@ -225,6 +230,8 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
         "model_dir": model_dir,
         "model_card": f"{model_dir}/model_card.json",
         "in_sample_apy_mae": fitted.training_metrics["in_sample_apy_mae"],
+        "reversion_weight": fitted.reversion_weight,
+        "correction_shrink": fitted.correction_shrink,
         "seconds": round(time.monotonic() - started, 1),
     }
 

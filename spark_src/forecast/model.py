@@ -12,6 +12,17 @@ Persistence ("tomorrow = today") is the floor the model is built on, not a rival
   ``RANGE_MARGIN`` times its width on each side (today's value always inside), within the quarantine rule's
   [apy_min, apy_max].
 
+The APY forecast is persistence plus two corrections, both chosen on the training window only (never on the
+dates the forecast is judged on), both 0 when they do not help there:
+
+- robust mean reversion: a share ``reversion_weight`` (one of :data:`REVERSION_WEIGHTS`) of today's distance
+  from the pool's 3-day median APY is taken back (noisy yields revert; a random walk gets 0). It is the share
+  whose fixed forecast has the least APY MAE on the training rows;
+- the LightGBM correction, learnt on what the reversion leaves (target: slog change minus the reversion),
+  multiplied by ``correction_shrink`` (one of :data:`CORRECTION_SHRINKS`): the shrink whose forecasts had the
+  least APY MAE on the last ``VALIDATION_DAYS`` of the training window when the model was fitted on the days
+  before them. A model that learnt nothing useful is shrunk to 0: persistence plus reversion.
+
 The TVL prediction ``pred_tvl`` (USD) is stacked as a feature of the APY model. The assemblers, both models and
 the SQL that turns changes back into levels are one Spark ``PipelineModel``, saved and reloaded as a whole.
 """
@@ -35,6 +46,9 @@ MODEL_NAME = "spark_lgbm_stacked"
 NAIVE_MODEL_NAME = "naive"
 WINSOR_QUANTILES = (0.01, 0.99)
 RANGE_MARGIN = 0.25
+REVERSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CORRECTION_SHRINKS = (0.0, 0.5, 1.0)
+VALIDATION_DAYS = 7
 
 # Determinism and local-mode settings from SynapseML's issues: seed + deterministic (#928); one task per fit,
 # since numTasks above the partition count waits forever for a second worker; bulk transfer (quiet, and not
@@ -79,6 +93,7 @@ APY_PARAMS: dict[str, Any] = {
 }
 
 _SLOG_APY = "signum(actual_apy) * log1p(abs(actual_apy))"
+_SLOG_TARGET = "signum(target_apy) * log1p(abs(target_apy))"
 
 
 def free_port() -> int:
@@ -108,6 +123,8 @@ class FittedForecaster:
     tvl_training_rows: int
     training_metrics: dict[str, float]
     bounds: dict[str, list[float]]
+    reversion_weight: float = 0.0
+    correction_shrink: float = 1.0
 
 
 def _ordered(rows: DataFrame) -> DataFrame:
@@ -123,14 +140,70 @@ def _clipped(column: str, low: float, high: float) -> str:
     return f"least(greatest({column}, {low!r}), {high!r})"
 
 
-def _finish_statement(apy_low: float, apy_high: float, rule: QuarantineRule) -> str:
-    """SQL from the predicted slog change to the forecast APY, clipped to the pool's plausible range."""
+def _reversion(weight: float) -> str:
+    """SQL of the reversion's slog change: ``weight`` of today's distance from the 3-day median, taken back."""
+    return f"(-{weight!r} * coalesce(apy_gap_3d, 0D))"
+
+
+def _level(slog_level: str) -> str:
+    return f"signum({slog_level}) * expm1(abs({slog_level}))"
+
+
+def _finish_statement(apy_low: float, apy_high: float, rule: QuarantineRule, weight: float, shrink: float) -> str:
+    """SQL from the predicted slog correction to the forecast APY, clipped to the pool's plausible range."""
     width = "(apy_max_30d - apy_min_30d)"
     range_low = f"greatest({rule.apy_min!r}, least(actual_apy, apy_min_30d - {RANGE_MARGIN!r} * {width}))"
     range_high = f"least({rule.apy_max!r}, greatest(actual_apy, apy_max_30d + {RANGE_MARGIN!r} * {width}))"
-    level = f"{_SLOG_APY} + {_clipped('apy_change_pred', apy_low, apy_high)}"
-    unslog = f"signum({level}) * expm1(abs({level}))"
+    correction = f"{shrink!r} * {_clipped('apy_change_pred', apy_low, apy_high)}"
+    unslog = _level(f"{_SLOG_APY} + {_reversion(weight)} + {correction}")
     return f"SELECT *, least(greatest({unslog}, {range_low}), {range_high}) AS forecasted_apy FROM __THIS__"
+
+
+def choose_reversion_weight(training: DataFrame) -> float:
+    """The :data:`REVERSION_WEIGHTS` share whose forecast (no model) has the least APY MAE on ``training``
+    (the smallest share on a tie: the closest to persistence)."""
+    maes = training.agg(
+        *[
+            F.avg(F.abs(F.expr(_level(f"{_SLOG_APY} + {_reversion(w)}")) - F.col("target_apy"))).alias(f"w{i}")
+            for i, w in enumerate(REVERSION_WEIGHTS)
+        ]
+    ).first()
+    scored = [(maes[f"w{i}"], i) for i in range(len(REVERSION_WEIGHTS)) if maes[f"w{i}"] is not None]
+    return REVERSION_WEIGHTS[min(scored)[1]] if scored else 0.0
+
+
+def _fit_apy(stacked: DataFrame, weight: float, objective: str, seed: int):
+    """The APY correction model on ``stacked`` rows: (model, winsor low, winsor high) of its label, the slog
+    change minus the reversion of ``weight``."""
+    rows = stacked.withColumn("apy_residual", F.col("apy_change") - F.expr(_reversion(weight)))
+    low, high = _winsor_bounds(rows, "apy_residual")
+    label = F.least(F.greatest("apy_residual", F.lit(low)), F.lit(high))
+    model = _regressor("apy_features", "apy_label", "apy_change_pred", APY_PARAMS, objective, seed).fit(
+        _ordered(rows.withColumn("apy_label", label))
+    )
+    return model, low, high
+
+
+def choose_correction_shrink(stacked: DataFrame, weight: float, objective: str, seed: int) -> float:
+    """The :data:`CORRECTION_SHRINKS` factor with the least APY MAE on the last :data:`VALIDATION_DAYS` days of
+    ``stacked`` for a model fitted on the days before them (the smallest on a tie); 1.0 when the window is too
+    short to hold both."""
+    last_day = stacked.agg(F.max("date")).first()[0]
+    cutoff = F.date_sub(F.lit(last_day), VALIDATION_DAYS)
+    earlier, validation = stacked.where(F.col("date") <= cutoff), stacked.where(F.col("date") > cutoff)
+    if not earlier.take(1) or not validation.take(1):
+        return 1.0
+    model, low, high = _fit_apy(earlier, weight, objective, seed)
+    predicted = model.transform(validation)
+    base = f"{_SLOG_APY} + {_reversion(weight)}"
+    correction = _clipped("apy_change_pred", low, high)
+    maes = predicted.agg(
+        *[
+            F.avg(F.abs(F.expr(_level(f"{base} + {shrink!r} * {correction}")) - F.col("target_apy"))).alias(f"s{i}")
+            for i, shrink in enumerate(CORRECTION_SHRINKS)
+        ]
+    ).first()
+    return CORRECTION_SHRINKS[min((maes[f"s{i}"], i) for i in range(len(CORRECTION_SHRINKS)))[1]]
 
 
 def fit(
@@ -139,7 +212,8 @@ def fit(
     seed: int = 42,
     apy_objective: str = APY_OBJECTIVE,
 ) -> FittedForecaster:
-    """Fits the TVL model on rows with a tvl today and tomorrow, then the APY model on all training rows.
+    """Fits the TVL model on rows with a tvl today and tomorrow; chooses the reversion weight and the correction
+    shrink on the training rows; fits the APY correction on all training rows.
 
     Args:
         training: Rows of :func:`spark_src.forecast.transforms.model_frame` with a ``target_apy``.
@@ -150,14 +224,13 @@ def fit(
     rule = rule or QuarantineRule()
     training = (
         _ordered(training)
-        .withColumn("apy_change", F.expr(f"signum(target_apy) * log1p(abs(target_apy)) - {_SLOG_APY}"))
+        .withColumn("apy_change", F.expr(f"{_SLOG_TARGET} - {_SLOG_APY}"))
         .withColumn(
             "tvl_log_change",
             F.when((F.col("actual_tvl") > 0) & (F.col("target_tvl") > 0), F.log("target_tvl") - F.log("actual_tvl")),
         )
         .cache()
     )
-    apy_low, apy_high = _winsor_bounds(training, "apy_change")
     tvl_rows = training.where(F.col("tvl_log_change").isNotNull())
     tvl_low, tvl_high = _winsor_bounds(tvl_rows, "tvl_log_change") if tvl_rows.take(1) else (0.0, 0.0)
 
@@ -174,12 +247,11 @@ def fit(
     apy_assembler = VectorAssembler(
         inputCols=[*MODEL_FEATURE_COLUMNS, STACKED_FEATURE], outputCol="apy_features", handleInvalid="keep"
     )
-    stacked = apy_assembler.transform(stack.transform(tvl_model.transform(tvl_assembler.transform(training))))
-    apy_label = F.least(F.greatest("apy_change", F.lit(apy_low)), F.lit(apy_high))
-    apy_model = _regressor("apy_features", "apy_label", "apy_change_pred", APY_PARAMS, apy_objective, seed).fit(
-        _ordered(stacked.withColumn("apy_label", apy_label))
-    )
-    finish = SQLTransformer(statement=_finish_statement(apy_low, apy_high, rule))
+    stacked = apy_assembler.transform(stack.transform(tvl_model.transform(tvl_assembler.transform(training)))).cache()
+    weight = choose_reversion_weight(training)
+    shrink = choose_correction_shrink(stacked, weight, apy_objective, seed)
+    apy_model, apy_low, apy_high = _fit_apy(stacked, weight, apy_objective, seed)
+    finish = SQLTransformer(statement=_finish_statement(apy_low, apy_high, rule, weight, shrink))
 
     model = PipelineModel(stages=[tvl_assembler, tvl_model, stack, apy_assembler, apy_model, finish])
     in_sample = model.transform(training).agg(
@@ -189,6 +261,7 @@ def fit(
     )
     summary = in_sample.first()
     tvl_training_rows = tvl_rows.count()
+    stacked.unpersist()
     training.unpersist()
     return FittedForecaster(
         model=model,
@@ -198,7 +271,9 @@ def fit(
             "in_sample_apy_mae": float(summary["apy_mae"] or 0.0),
             "in_sample_persistence_apy_mae": float(summary["persistence_apy_mae"] or 0.0),
         },
-        bounds={"apy_change": [apy_low, apy_high], "tvl_log_change": [tvl_low, tvl_high]},
+        bounds={"apy_correction": [apy_low, apy_high], "tvl_log_change": [tvl_low, tvl_high]},
+        reversion_weight=weight,
+        correction_shrink=shrink,
     )
 
 

@@ -109,20 +109,30 @@ def feature_frame(panel: DataFrame) -> DataFrame:
 #: Days of history before the training window that the robust features look back on.
 LOOKBACK_DAYS = 30
 ROBUST_FEATURE_COLUMNS: list[str] = [
-    "apy_median_7d",  # median APY of the pool over [d-6, d]
+    "apy_median_3d",  # median APY of the pool over [d-2, d]
+    "apy_median_7d",  # … over [d-6, d]
     "apy_median_30d",  # … over [d-29, d]
     "apy_min_30d",
     "apy_max_30d",
-    "apy_gap_7d",  # slog(apy_d) - slog(median 7d): how far today is from the pool's recent typical level
+    "apy_gap_3d",  # slog(apy_d) - slog(median 3d): robust mean reversion (today against its recent typical level)
+    "apy_gap_7d",
     "apy_gap_30d",
     "apy_change_1d",  # slog(apy_d) - slog(apy_{d-1}); NULL without a row on d-1
-    "group_apy_change_mean",  # same-day mean of apy_change_1d over the pool's group (co-movement, lags)
+    "apy_change_3d",  # slog(apy_d) - slog(apy_{d-3}); NULL without a row on d-3
+    "apy_change_7d",  # slog(apy_d) - slog(apy_{d-7}); NULL without a row on d-7
+    "apy_change_mad_30d",  # the pool's robust volatility: MAD of its apy_change_1d over [d-29, d]
+    "days_since_jump",  # days since the last |apy_change_1d| > ln(JUMP_RATIO) in [d-29, d]; 30 if none
+    "group_apy_change_mean",  # same-day mean of apy_change_1d over the pool's group (co-movement)
+    "group_apy_change_mean_lag1",  # the group's mean apy_change_1d of d-1 (co-movement with a lag)
     "group_apy_gap_mean",  # same-day mean of apy_gap_7d over the pool's group
-    "tvl_change_1d",  # ln(tvl_d) - ln(tvl_{d-1})
+    "tvl_change_1d",  # ln(tvl_d) - ln(tvl_{d-1}): flows, yield chasing
+    "tvl_change_7d",  # ln(tvl_d) - ln(tvl_{d-7})
     "tvl_gap_7d",  # ln(tvl_d) - ln(median 7d tvl)
     "apy_obs_30d",  # observations in [d-29, d]
     "pool_age_days",  # days since the pool's first observation, capped at LOOKBACK_DAYS
 ]
+#: A day-over-day APY move (on the 1 + |apy| scale) this large counts as a jump (an incentive starts or stops).
+JUMP_RATIO = 1.5
 MODEL_FEATURE_COLUMNS: list[str] = [*FEATURE_COLUMNS, *ROBUST_FEATURE_COLUMNS]
 
 
@@ -133,26 +143,48 @@ def add_robust_features(panel: DataFrame) -> DataFrame:
     def last(days: int) -> Window:
         return by_pool.rangeBetween(-(days - 1), 0)
 
+    def on_day_before(column: Column, days: int) -> Column:  # the value of d - days; NULL without that row
+        return F.first(column).over(by_pool.rangeBetween(-days, -days))
+
     rows = panel.withColumn("day_number", day_number(F.col("date")))
     positive_tvl = F.when(F.col("actual_tvl") > 0, F.col("actual_tvl"))
+    apy_slog = slog(F.col("actual_apy"))
     rows = (
-        rows.withColumn("apy_median_7d", median_of(F.collect_list("actual_apy").over(last(7))))
+        rows.withColumn("apy_median_3d", median_of(F.collect_list("actual_apy").over(last(3))))
+        .withColumn("apy_median_7d", median_of(F.collect_list("actual_apy").over(last(7))))
         .withColumn("apy_median_30d", median_of(F.collect_list("actual_apy").over(last(30))))
         .withColumn("apy_min_30d", F.min("actual_apy").over(last(30)))
         .withColumn("apy_max_30d", F.max("actual_apy").over(last(30)))
         .withColumn("apy_obs_30d", F.count("actual_apy").over(last(30)).cast("double"))
         .withColumn("_tvl_median_7d", median_of(F.collect_list(positive_tvl).over(last(7))))
-        .withColumn("_previous_day", F.lag("day_number").over(by_pool))
-        .withColumn("_previous_apy", F.lag("actual_apy").over(by_pool))
-        .withColumn("_previous_tvl", F.lag(positive_tvl).over(by_pool))
+        .withColumn("apy_change_1d", apy_slog - on_day_before(apy_slog, 1))
+        .withColumn("apy_change_3d", apy_slog - on_day_before(apy_slog, 3))
+        .withColumn("apy_change_7d", apy_slog - on_day_before(apy_slog, 7))
+        .withColumn("tvl_change_1d", F.log(positive_tvl) - on_day_before(F.log(positive_tvl), 1))
+        .withColumn("tvl_change_7d", F.log(positive_tvl) - on_day_before(F.log(positive_tvl), 7))
         .withColumn("_first_day", F.min("day_number").over(Window.partitionBy("pool_id")))
     )
-    consecutive = F.col("_previous_day") == F.col("day_number") - 1
+    changes = F.collect_list("apy_change_1d").over(last(30))
+    jump = F.abs(F.col("apy_change_1d")) > F.lit(math.log(JUMP_RATIO))
     rows = (
-        rows.withColumn("apy_gap_7d", slog(F.col("actual_apy")) - slog(F.col("apy_median_7d")))
-        .withColumn("apy_gap_30d", slog(F.col("actual_apy")) - slog(F.col("apy_median_30d")))
-        .withColumn("apy_change_1d", F.when(consecutive, slog(F.col("actual_apy")) - slog(F.col("_previous_apy"))))
-        .withColumn("tvl_change_1d", F.when(consecutive, F.log(positive_tvl) - F.log(F.col("_previous_tvl"))))
+        rows.withColumn("apy_gap_3d", apy_slog - slog(F.col("apy_median_3d")))
+        .withColumn("apy_gap_7d", apy_slog - slog(F.col("apy_median_7d")))
+        .withColumn("apy_gap_30d", apy_slog - slog(F.col("apy_median_30d")))
+        .withColumn("_changes_30d", changes)
+        .withColumn("_changes_median", median_of(F.col("_changes_30d")))
+        .withColumn(
+            "apy_change_mad_30d",
+            median_of(F.transform("_changes_30d", lambda x: F.abs(x - F.col("_changes_median")))),
+        )
+        .withColumn(
+            "days_since_jump",
+            F.coalesce(
+                (F.col("day_number") - F.max(F.when(jump, F.col("day_number"))).over(last(LOOKBACK_DAYS))).cast(
+                    "double"
+                ),
+                F.lit(float(LOOKBACK_DAYS)),
+            ),
+        )
         .withColumn("tvl_gap_7d", F.log(positive_tvl) - F.log(F.col("_tvl_median_7d")))
         .withColumn(
             "pool_age_days",
@@ -161,10 +193,17 @@ def add_robust_features(panel: DataFrame) -> DataFrame:
     )
     group = Window.partitionBy("date", "pool_group")
     has_group = F.col("pool_group").isNotNull()
-    rows = rows.withColumn("group_apy_change_mean", F.when(has_group, F.avg("apy_change_1d").over(group))).withColumn(
-        "group_apy_gap_mean", F.when(has_group, F.avg("apy_gap_7d").over(group))
+    yesterday = (
+        rows.where(has_group)
+        .groupBy("pool_group", F.date_add("date", 1).alias("date"))
+        .agg(F.avg("apy_change_1d").alias("group_apy_change_mean_lag1"))
     )
-    return rows.drop("day_number", "_tvl_median_7d", "_previous_day", "_previous_apy", "_previous_tvl", "_first_day")
+    rows = (
+        rows.withColumn("group_apy_change_mean", F.when(has_group, F.avg("apy_change_1d").over(group)))
+        .withColumn("group_apy_gap_mean", F.when(has_group, F.avg("apy_gap_7d").over(group)))
+        .join(yesterday, ["pool_group", "date"], "left")
+    )
+    return rows.drop("day_number", "_tvl_median_7d", "_changes_30d", "_changes_median", "_first_day")
 
 
 def model_frame(clean_metrics: DataFrame, pools: DataFrame, as_of: dt.date, train_days: int) -> DataFrame:
