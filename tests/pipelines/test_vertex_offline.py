@@ -540,9 +540,10 @@ def test_batch_ids_come_from_the_run_and_are_valid(vertex_spec):
             assert re.fullmatch(r"[a-z0-9][a-z0-9-]{2,61}[a-z0-9]", batch_id), batch_id  # Dataproc's rule
 
 
-def test_one_clock_per_run_reaches_the_run_range_and_both_metrics_jobs(compiled):
+def test_one_clock_per_run_reaches_the_run_range_the_metrics_jobs_and_the_forecast_dates(compiled):
     """The run context's ``now`` is the time bound of the run range, the Spark metrics job (a Dataproc batch arg
-    on Vertex, a component input locally) and the legacy metrics job: a run crossing midnight cannot disagree."""
+    on Vertex, a component input locally), the legacy metrics job and the forecast dates (the default as_of):
+    a run crossing midnight cannot disagree."""
     from components.run_context import make_run_context
 
     now = SAMPLE_NOW
@@ -558,7 +559,7 @@ def test_one_clock_per_run_reaches_the_run_range_and_both_metrics_jobs(compiled)
                 clocks[component] = inputs["now"]
             elif "--now" in inputs.get("args", []):
                 clocks[f"{component}:{inputs['labels']['job']}"] = inputs["args"][inputs["args"].index("--now") + 1]
-        expected = {"comp-resolve-run-range", "comp-run-legacy-metrics"} | (
+        expected = {"comp-resolve-run-range", "comp-run-legacy-metrics", "comp-resolve-forecast-dates"} | (
             {"comp-run-pool-metrics-local"}
             if variant == "local"
             else {"comp-dataproc-create-pyspark-batch:pool-metrics"}
