@@ -471,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (>= 3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--no-forecast", action="store_true", help="skip the forecast fit + predict (measured on the first size)"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 3:
         parser.error("--repeat must be at least 3 (each figure is a median)")
@@ -487,7 +490,9 @@ def main(argv: list[str] | None = None) -> None:
         return report
 
     for i, (pools, days) in enumerate(sizes):
-        results.append(bench_size(pools, days, args.repeat, with_forecast=(i == 0), checkpoint=write))
+        results.append(
+            bench_size(pools, days, args.repeat, with_forecast=(i == 0 and not args.no_forecast), checkpoint=write)
+        )
     print(write())
     print(f"written to {args.out}")
 
