@@ -17,7 +17,7 @@ For each size: a fresh embedded PostgreSQL with the synthetic data (its last day
 - forecast fit + predict (first size only): the SynapseML job's :func:`forecast_as_of` against the legacy
   :func:`fit_and_forecast` with one Optuna trial (the pipeline runs 20), on the same panel (reads and writes
   excluded);
-- peak memory: this process (the Python driver) and the Spark JVM (VmHWM), the cold job's largest process.
+- peak memory: this process (the Python driver) and the Spark JVM (VmHWM).
 
 Each figure is the median of ``--repeat`` (>= 3) repetitions. Figures, not assertions: they depend on the
 machine and on what else runs on it (the load average is recorded).
@@ -30,7 +30,6 @@ import datetime as dt
 import io
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -302,9 +301,6 @@ def _bench_database(
 
     print(f"[{pools} x {days}] Spark cold ...", flush=True)
     result.add("spark_cold", repeat(reps, cold_spark))
-    result.memory_mib["cold job, largest finished child process"] = (
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    )
 
     checkpoint(result)
 
@@ -380,8 +376,8 @@ def render(results: list[SizeResult], reps: int, load_before: str, load_after: s
         f"{seconds / 60:.0f} min. Machine: {info['cores']} cores ({info['cpu']}), {info['memory']} memory, Python "
         f"{info['python']}, local Spark `local[{os.environ.get('SPARK_LOCAL_CORES', '2')}]`, embedded PostgreSQL 16 "
         "(fsync off). Load average (1/5/15 min) "
-        f"{load_before} at the start, {load_after} at the end: other work shared the cores, so the seconds are "
-        "noisy; the ratios come from the same run.",
+        f"{load_before} at the start, {load_after} at the end (above the number of cores: other work shared them "
+        "and the seconds are noisy); the ratios come from the same run.",
         "",
         f"Each figure is the median of {reps} repetitions (all of them in brackets). Synthetic data "
         "(`database.synthetic`, seed 7) whose last day is yesterday.",
