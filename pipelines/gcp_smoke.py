@@ -52,11 +52,11 @@ def smoke_batch_request(settings: GcpSettings, batch_id: str) -> dict[str, Any]:
     return VertexTarget(settings).batch_request("smoke", batch_id, args)
 
 
-def create_batch_request(request: dict[str, Any]):
-    """The Dataproc CreateBatchRequest of a batch request dict (what GCPC's launcher sends for the pipeline's)."""
+def dataproc_batch(request: dict[str, Any]):
+    """The Dataproc ``Batch`` of a batch request dict (what GCPC's launcher sends for the pipeline's batches)."""
     from google.cloud import dataproc_v1
 
-    batch = dataproc_v1.Batch(
+    return dataproc_v1.Batch(
         pyspark_batch=dataproc_v1.PySparkBatch(
             main_python_file_uri=request["main_python_file_uri"],
             args=[str(a) for a in request["args"]],
@@ -73,9 +73,15 @@ def create_batch_request(request: dict[str, Any]):
         ),
         labels=request["labels"],
     )
+
+
+def create_batch_request(request: dict[str, Any]):
+    """The Dataproc CreateBatchRequest of a batch request dict: its :func:`dataproc_batch`, parent and id."""
+    from google.cloud import dataproc_v1
+
     return dataproc_v1.CreateBatchRequest(
         parent=f"projects/{request['project']}/locations/{request['location']}",
-        batch=batch,
+        batch=dataproc_batch(request),
         batch_id=request["batch_id"],
     )
 

@@ -452,8 +452,8 @@ def test_publish_uploads_with_the_code_version_and_latest(compiled, monkeypatch)
 
 # --- the Dataproc batches -------------------------------------------------------------------------------------
 def test_every_dataproc_task_builds_a_valid_batch(vertex_spec):
-    from google.cloud import dataproc_v1
 
+    from pipelines.gcp_smoke import dataproc_batch
     from spark_src.forecast.main import parse_args as forecast_args
     from spark_src.pool_metrics.main import parse_args as pool_metrics_args
 
@@ -465,24 +465,10 @@ def test_every_dataproc_task_builds_a_valid_batch(vertex_spec):
         inputs = task_inputs(vertex_spec, name)
         job = inputs["labels"]["job"].replace("-", "_")
         jobs.add(job)
-        # Field names and types are checked by the real library: a wrong name or type raises here.
-        batch = dataproc_v1.Batch(
-            pyspark_batch=dataproc_v1.PySparkBatch(
-                main_python_file_uri=inputs["main_python_file_uri"],
-                args=inputs["args"],
-                python_file_uris=inputs["python_file_uris"],
-                jar_file_uris=inputs["jar_file_uris"],
-            ),
-            runtime_config=dataproc_v1.RuntimeConfig(
-                version=inputs["runtime_config_version"], properties=inputs["runtime_config_properties"]
-            ),
-            environment_config=dataproc_v1.EnvironmentConfig(
-                execution_config=dataproc_v1.ExecutionConfig(
-                    service_account=inputs["service_account"], subnetwork_uri=inputs["subnetwork_uri"]
-                )
-            ),
-            labels=inputs["labels"],
-        )
+        # Field names and types are checked by the real library: a wrong name or type raises here (the args
+        # are strings already in the compiled request, not made strings by the builder).
+        assert all(isinstance(arg, str) for arg in inputs["args"]), name
+        batch = dataproc_batch(inputs)
         # What GCPC's launcher really sends (its compiled payload template) is that same Batch.
         sent, launcher_project = launcher_batch(vertex_spec, name, inputs)
         assert sent == batch, name
