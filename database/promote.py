@@ -27,6 +27,13 @@ class Promotion:
         return self.staging_rows - self.inserted - self.updated
 
 
+def table_exists(conn, table: str) -> bool:
+    """Whether ``public.<table>`` exists (SQLAlchemy connection)."""
+    from sqlalchemy import text
+
+    return conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{table}"'}).scalar() is not None
+
+
 def upsert_sql(staging_table: str, target_table: str, key_columns: list[str], update_columns: list[str]) -> str:
     """INSERT … ON CONFLICT DO UPDATE that rewrites only rows whose ``update_columns`` differ, and counts the
     inserted and updated rows.
@@ -85,7 +92,7 @@ def promote(
         with transaction(db) as conn:
             # Promotions into one target queue here, one transaction at a time (up to lock_timeout).
             lock_for_promotion(conn, target_table)
-            if conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{staging_table}"'}).scalar() is None:
+            if not table_exists(conn, staging_table):
                 raise RuntimeError(f"staging table {staging_table} does not exist (did the Spark step write it?)")
             staging_rows = conn.execute(text(f'SELECT count(*) FROM "{staging_table}"')).scalar_one()
             inserted, updated = conn.execute(text(sql)).one()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from database.promote import upsert_sql
+from database.promote import table_exists, upsert_sql
 from spark_src.common import faults
 from spark_src.common.config import DbConfig
 from spark_src.common.sql import check_identifiers, transaction
@@ -90,7 +90,7 @@ def promote_forecasts(
     check_identifiers(*tables)
     with transaction(db) as conn:
         for table in tables:
-            if not _exists(conn, table):
+            if not table_exists(conn, table):
                 raise RuntimeError(f"staging table {table} does not exist; nothing promoted")
         staged, rejected, inserted, updated = _promote_chosen(conn, run_id, model, forecast_table, apy_bounds)
         history_rows = sum(
@@ -109,12 +109,6 @@ def promote_forecasts(
     promotion = ForecastPromotion(model, staged, inserted, updated, rejected, history_rows, quarantine_rows)
     log.info("forecasts of run %s promoted: %s", run_id, promotion.as_dict())
     return promotion
-
-
-def _exists(conn, table: str) -> bool:
-    from sqlalchemy import text
-
-    return conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{table}"'}).scalar() is not None
 
 
 def _upsert(conn, staging_table: str, target_table: str, key_columns: list[str], update_columns: list[str]) -> int:
