@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from database.promote import table_exists, upsert_sql
 from spark_src.common import faults
 from spark_src.common.config import DbConfig
+from spark_src.common.pg import lock_for_promotion
 from spark_src.common.sql import check_identifiers, transaction
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def promote_forecasts(
     tables = [forecast_table, *backtest_tables, *([quarantine_table] if quarantine_table else [])]
     check_identifiers(*tables)
     with transaction(db) as conn:
+        # The same per-table locks as every other promotion (database.promote), always in this order: a metrics
+        # upsert or another run's forecast promotion into these tables queues, it does not interleave.
+        for target in (METRICS_TABLE, HISTORY_TABLE, QUARANTINE_TABLE):
+            lock_for_promotion(conn, target)
         for table in tables:
             if not table_exists(conn, table):
                 raise RuntimeError(f"staging table {table} does not exist; nothing promoted")

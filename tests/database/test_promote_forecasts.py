@@ -137,3 +137,21 @@ def test_a_failed_promotion_leaves_metrics_and_history_byte_identical(staged, db
         kept = conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'stg_%'")).scalar()
         quarantined = conn.execute(text("SELECT count(*) FROM pool_observation_quarantine")).scalar()
     assert kept == (3 if broken == "missing staging table" else 4) and quarantined == 0
+
+
+def test_a_forecast_promotion_queues_behind_a_metrics_upsert_of_the_same_table(staged, db_config):
+    """Both write pool_daily_metrics: the forecast promotion waits on the table's advisory lock, then proceeds."""
+    import threading
+    import time
+
+    from spark_src.common import pg
+
+    order: list[str] = []
+    with pg.engine(db_config, "upsert_staging", "metrics") as engine, engine.begin() as metrics_upsert:
+        pg.lock_for_promotion(metrics_upsert, "pool_daily_metrics")
+        promoter = threading.Thread(target=lambda: order.append(_promote(db_config, "naive").model))
+        promoter.start()
+        time.sleep(1.0)
+        order.append("metrics upsert commits")
+    promoter.join(timeout=30)
+    assert order == ["metrics upsert commits", "naive"]
