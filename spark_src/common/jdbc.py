@@ -13,18 +13,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 from spark_src.common.config import DbConfig
 from spark_src.common.pg import jdbc_properties
-from spark_src.common.sql import IDENTIFIER
+from spark_src.common.sql import check_identifier
 
 log = logging.getLogger(__name__)
 
 DRIVER = "org.postgresql.Driver"
-
-
-def check_identifier(name: str) -> str:
-    """Table names are built into SQL text: allow only plain lower-case identifiers."""
-    if not IDENTIFIER.fullmatch(name):
-        raise ValueError(f"not a valid table name (expected {IDENTIFIER.pattern}): {name!r}")
-    return name
 
 
 def cluster_read_partitions(conf: dict[str, str], default_parallelism: int) -> int:

@@ -25,8 +25,9 @@ from pyspark.sql import functions as F
 
 from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
-from spark_src.common.jdbc import check_identifier, read_query, write_table
+from spark_src.common.jdbc import read_query, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
+from spark_src.common.sql import check_identifier
 from spark_src.common.storage import code_version, write_text
 from spark_src.forecast import model as M
 from spark_src.forecast import quarantine as Q

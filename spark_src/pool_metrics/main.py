@@ -24,8 +24,9 @@ from pyspark.sql import functions as F
 
 from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
-from spark_src.common.jdbc import check_identifier, query_row, read_query, session_read_partitions, write_table
+from spark_src.common.jdbc import query_row, read_query, session_read_partitions, write_table
 from spark_src.common.session import build_session, running_under_spark_submit
+from spark_src.common.sql import check_identifier
 from spark_src.pool_metrics import transforms as T
 
 log = logging.getLogger("pool_metrics")
