@@ -83,16 +83,30 @@ def accepted_rows(validated: DataFrame) -> DataFrame:
     return validated.where(F.col("apy_problem").isNull()).select("pool_id", "date", "apy", "tvl")
 
 
+# The day number (days since 1970-01-01) the windows order by: range frames need a number, not a date.
+DAY = "_day"
+
+
+def _with_day(df: DataFrame) -> DataFrame:
+    return df if DAY in df.columns else df.withColumn(DAY, F.unix_date("date"))
+
+
 def _timeline() -> Window:
     """Each pool's days in order: the one window spec of the rolling and day-over-day columns, so Spark
-    computes them in one pass over one sort (frames may differ, the partitioning and ordering may not)."""
-    return Window.partitionBy("pool_id").orderBy(F.unix_date("date"))
+    computes them over one sort (frames may differ, the partitioning and ordering may not).
+
+    It orders by the column :data:`DAY`, added once: ordered by the expression ``unix_date(date)`` instead,
+    every window got its own copy of it, so its own spec, and Spark sorted the rows once per window column
+    (seven sorts where one does; twice the time of the whole metrics step).
+    """
+    return Window.partitionBy("pool_id").orderBy(DAY)
 
 
 def with_rolling_apy(days: int) -> Transform:
     """Mean and sample stddev of apy over the calendar window [d-(days-1), d]; stddev NULL below 2 values."""
 
     def _(df: DataFrame) -> DataFrame:
+        df = _with_day(df)
         window = _timeline().rangeBetween(-(days - 1), Window.currentRow)
         n = F.count("apy").over(window)
         return df.withColumn(f"rolling_apy_{days}d", F.avg("apy").over(window)).withColumn(
@@ -104,6 +118,7 @@ def with_rolling_apy(days: int) -> Transform:
 
 def with_day_over_day_deltas(df: DataFrame) -> DataFrame:
     """apy and stddev deltas against the previous calendar day, NULL when the pool has no row that day."""
+    df = _with_day(df)
     previous = _timeline()
     has_yesterday = F.datediff("date", F.lag("date").over(previous)) == 1
 

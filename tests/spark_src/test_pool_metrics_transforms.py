@@ -224,3 +224,15 @@ def test_pool_daily_metrics_output_columns_and_date_range(spark):
         "gas_price_gwei double",
     ).select(*T.OUTPUT_COLUMNS)
     assertDataFrameEqual(result, expected, rtol=1e-12)
+
+
+def test_pool_daily_metrics_sorts_the_pools_days_once(spark):
+    """The rolling and day-over-day columns share one window spec, so one sort: ordered by an expression
+    (``unix_date(date)``) in each window instead, the plan had seven Window operators, each with its own sort."""
+    accepted = spark.createDataFrame([("p1", D(2026, 5, 1), 1.0, 10.0)], ACCEPTED_SCHEMA)
+    exogenous = spark.createDataFrame([], "date date, eth_open double, btc_open double, gas_price_gwei double")
+    plan = T.pool_daily_metrics(accepted, exogenous)._jdf.queryExecution().executedPlan().toString()
+    operators = [line.strip(" :+-*()0123456789").split(" ")[0] for line in plan.splitlines()]
+    assert operators.count("Sort") == 1, plan
+    # The deltas of the stddev columns need them first: two Window operators over the one sort.
+    assert operators.count("Window") == 2, plan
