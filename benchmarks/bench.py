@@ -390,6 +390,8 @@ def render(results: list[SizeResult], reps: int, load_before: str, load_after: s
 
 def render_size(r: SizeResult) -> list[str]:
     """The tables of one size; a figure not measured (yet) shows as such."""
+    from spark_src.pool_metrics.main import LOOKBACK_DAYS
+
     f = r.figures
 
     def ratio_of(a: str, b: str, label: str) -> str:
@@ -429,7 +431,13 @@ def render_size(r: SizeResult) -> list[str]:
             f"{write_rate:,.0f} rows/s = {write_rate / copy_rate:.2f}x of COPY | >= 0.8x |",
             f"| COPY FROM STDIN into an unlogged table | {_s(f['copy_unlogged'])} | {copy_rate:,.0f} rows/s | |",
         ]
+    # What bounds the one-day ratio from below: the days its windows read, against the full run's.
+    read_days = LOOKBACK_DAYS + 1
     lines += [
+        "",
+        f"The one-day run reads its look-back with the day: {read_days} of the {r.days} days' rows "
+        f"({read_days / r.days:.1%}) go through its windows, plus the fixed cost of a Spark job (planning, job "
+        "and task start, connections), which the full run pays once too.",
         "",
         "Measured once, apart from the figures above: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in r.once.items() if "rows" not in k)
