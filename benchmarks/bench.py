@@ -369,6 +369,12 @@ def render(results: list[SizeResult], reps: int, load_before: str, load_after: s
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
     )
+    # The load before the bench started is other work's; the bench's own JVM, PostgreSQL and Python add to it.
+    busy = (
+        " (at the start above the number of cores: other work shared them, the seconds are noisy)"
+        if max(float(v) for v in load_before.split(" / ")) > int(info["cores"])
+        else ""
+    )
     lines = [
         "# Benchmarks (`make bench`)",
         "",
@@ -376,8 +382,7 @@ def render(results: list[SizeResult], reps: int, load_before: str, load_after: s
         f"{seconds / 60:.0f} min. Machine: {info['cores']} cores ({info['cpu']}), {info['memory']} memory, Python "
         f"{info['python']}, local Spark `local[{os.environ.get('SPARK_LOCAL_CORES', '2')}]`, embedded PostgreSQL 16 "
         "(fsync off). Load average (1/5/15 min) "
-        f"{load_before} at the start, {load_after} at the end (above the number of cores: other work shared them "
-        "and the seconds are noisy); the ratios come from the same run.",
+        f"{load_before} at the start, {load_after} at the end{busy}; the ratios come from the same run.",
         "",
         f"Each figure is the median of {reps} repetitions (all of them in brackets). Synthetic data "
         "(`database.synthetic`, seed 7) whose last day is yesterday.",
