@@ -452,7 +452,6 @@ def test_publish_uploads_with_the_code_version_and_latest(compiled, monkeypatch)
 
 # --- the Dataproc batches -------------------------------------------------------------------------------------
 def test_every_dataproc_task_builds_a_valid_batch(vertex_spec):
-
     from pipelines.gcp_smoke import dataproc_batch
     from spark_src.forecast.main import parse_args as forecast_args
     from spark_src.pool_metrics.main import parse_args as pool_metrics_args
