@@ -110,6 +110,32 @@ def count_timestamp_rejections(spark: SparkSession, db: DbConfig, now: dt.dateti
     return {reason: int(n) for reason, n in zip(time_bounds.TIMESTAMP_REJECTION_REASONS, counts, strict=True)}
 
 
+def metrics(
+    spark: SparkSession,
+    validated: DataFrame,
+    cmc: DataFrame,
+    gas: DataFrame,
+    start: dt.date | None,
+    end: dt.date,
+    now: dt.datetime,
+) -> DataFrame:
+    """The ``pool_daily_metrics`` rows of days [start, end] (all days up to ``end`` without ``start``).
+
+    The as-of lookup of ETH/BTC/gas runs over the calendar of the run's days, not over the pools' dates: it
+    then reads no pool row, so Spark computes and broadcasts it while it reads and caches ``validated``
+    (adaptive execution materializes both at once). The values are the same: a date without a close of its
+    own takes the latest earlier one either way.
+    """
+    first = start or time_bounds.EARLIEST_OBSERVATION.date()
+    # No accepted observation is later than the latest believable time, so no metric day either.
+    last = min(end, time_bounds.latest_believable(now).date())
+    exogenous = T.as_of_exogenous(
+        T.calendar(spark, first, last), T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas
+    )
+    in_range = T.in_date_range(start and start.isoformat(), end.isoformat())
+    return T.pool_daily_metrics(T.accepted_rows(validated), exogenous).transform(in_range).select(*T.OUTPUT_COLUMNS)
+
+
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     partitions = args.num_partitions or session_read_partitions(spark)
@@ -117,7 +143,6 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     if args.start and args.start > end:
         raise ValueError(f"--start {args.start} is after the run's last day {end}")
     history, cmc, gas = extract(spark, db, args.start, end, args.now, partitions)
-    in_range = T.in_date_range(args.start and args.start.isoformat(), end.isoformat())
 
     validated = (
         history.where(F.col("timestamp_problem").isNull())
@@ -126,23 +151,22 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
         .repartition("pool_id")
         .transform(T.latest_observation_per_day)
         .transform(T.with_validated_values)
-        # Read the database once: the summary and the metrics both start from these rows. Only the columns
+        # Read the database once: the metrics and the summary both start from these rows. Only the columns
         # they use are cached (not the raw texts and timestamps): building the cache is a third cheaper.
         .select("pool_id", "date", "observations", "apy", "tvl", "apy_problem", "tvl_problem")
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        summary = summarize(validated.transform(in_range))
-        summary["rejected"].update(count_timestamp_rejections(spark, db, args.now))
-        accepted = T.accepted_rows(validated)
-        exogenous = T.as_of_exogenous(
-            accepted.select("date"), T.daily_closes(cmc, "ETH"), T.daily_closes(cmc, "BTC"), gas
-        )
-        metrics = T.pool_daily_metrics(accepted, exogenous).transform(in_range)
-        write_table(metrics.select(*T.OUTPUT_COLUMNS), db, args.staging_table)
+        # The write first: its plan builds the cache and the exogenous lookup at once; the summary then reads
+        # the cache (the other order built the cache alone, then the lookup).
+        write_table(metrics(spark, validated, cmc, gas, args.start, end, args.now), db, args.staging_table)
         faults.maybe_kill("spark_write")
+        summary = summarize(
+            validated.transform(T.in_date_range(args.start and args.start.isoformat(), end.isoformat()))
+        )
     finally:
         validated.unpersist()
+    summary["rejected"].update(count_timestamp_rejections(spark, db, args.now))
     (active_pools,) = query_row(spark, db, time_bounds.active_pools_query())
     summary.update(
         run_id=args.run_id,

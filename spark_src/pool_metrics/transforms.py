@@ -6,9 +6,10 @@ implements the same rules, and the parity gate compares the two cell by cell.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
@@ -144,6 +145,17 @@ def daily_closes(cmc: DataFrame, symbol: str) -> DataFrame:
         .where(F.col("_rank") == 1)
         .select("date", "close")
     )
+
+
+def calendar(spark: SparkSession, first: dt.date, last: dt.date) -> DataFrame:
+    """One row per day of [first, last] in column ``date`` (none when ``last`` is before ``first``).
+
+    The dates of the job's as-of lookup: built from two literals, it reads no table, so Spark can compute and
+    broadcast the lookup while it still reads the pools' rows.
+    """
+    if last < first:
+        return spark.range(0).select(F.lit(first).alias("date"))
+    return spark.range(1).select(F.explode(F.sequence(F.lit(first), F.lit(last))).alias("date"))
 
 
 def _as_of(value: str, frame, max_age_days: int) -> Column:

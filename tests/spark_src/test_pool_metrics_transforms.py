@@ -236,3 +236,42 @@ def test_pool_daily_metrics_sorts_the_pools_days_once(spark):
     assert operators.count("Sort") == 1, plan
     # The deltas of the stddev columns need them first: two Window operators over the one sort.
     assert operators.count("Window") == 2, plan
+
+
+def test_calendar_has_every_day_of_the_range_and_none_when_it_is_empty(spark):
+    days = [row.date for row in T.calendar(spark, D(2024, 2, 27), D(2024, 3, 1)).collect()]
+    assert days == [D(2024, 2, 27), D(2024, 2, 28), D(2024, 2, 29), D(2024, 3, 1)]
+    assert T.calendar(spark, D(2024, 3, 2), D(2024, 3, 1)).count() == 0
+
+
+def test_the_jobs_exogenous_lookup_reads_no_pool_row(spark):
+    """The metrics' as-of lookup runs over the calendar of the run's days, so the cached pool rows appear once
+    in the plan (the metrics' windows), not a second time under the broadcast (as the lookup's dates), and
+    Spark can build the lookup while it reads the pools. The values are those of the pools' own dates."""
+    from spark_src.pool_metrics import main as job
+
+    validated = spark.createDataFrame(
+        [
+            ("p1", D(2026, 5, 2), 1, 1.0, 10.0, None, None),
+            ("p1", D(2026, 5, 4), 1, 3.0, 30.0, None, None),
+            ("p2", D(2026, 5, 4), 2, None, None, "apy_missing", "tvl_missing"),
+        ],
+        "pool_id string, date date, observations int, apy double, tvl double, apy_problem string, tvl_problem string",
+    ).persist()
+    cmc = spark.createDataFrame(
+        [(1, "ETH", ts(1), "100"), (2, "BTC", ts(3), "60000")],
+        "id long, symbol string, data_timestamp timestamp, close_text string",
+    )
+    gas = spark.createDataFrame([(D(2026, 5, 2), 20.0)], "date date, gas_gwei double")
+    now = dt.datetime(2026, 5, 5, 12, tzinfo=UTC)
+    try:
+        result = job.metrics(spark, validated, cmc, gas, D(2026, 5, 2), D(2026, 5, 31), now)
+        plan = result._jdf.queryExecution().optimizedPlan().toString()
+        assert plan.count("InMemoryRelation") == 1, plan
+        rows = [(r.pool_id, r.date, r.eth_open, r.btc_open, r.gas_price_gwei) for r in result.collect()]
+    finally:
+        validated.unpersist()
+    assert sorted(rows) == [
+        ("p1", D(2026, 5, 2), 100.0, None, 20.0),
+        ("p1", D(2026, 5, 4), 100.0, 60000.0, 20.0),  # May 3 has no row of the pools: its BTC close still counts
+    ]
