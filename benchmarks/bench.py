@@ -11,6 +11,10 @@ For each size: a fresh embedded PostgreSQL with the synthetic data (its last day
   in a new process (``python -m spark_src.pool_metrics.main``: JVM start, class loading, JIT included);
 - incremental one-day run (the latest day, recomputed after deleting it from the table) against the full
   run, both DB->DB; the table after it must be identical (fingerprint) to the one the full run left;
+- the daily run's other metrics steps, full and one day: the legacy shadow (``replace_range`` for the day, as
+  ``run_legacy_metrics`` runs it) and the parity gate's comparison; with the Spark job and the promotion they
+  give the metrics path of a pipeline run, composed from the steps' medians (the job and the shadow run side
+  by side, then the gate, then the promotion);
 - staging write: the Spark write of the metrics rows (already computed, cached, one partition per core as in
   the job) into a staging table, against
   PostgreSQL's ``COPY FROM STDIN`` of the same rows (CSV in memory) into an UNLOGGED table;
@@ -134,6 +138,16 @@ def promote(db, staging: str) -> dict:
     return promoted.metadata
 
 
+def compare_metrics(db, spark_table: str, legacy_table: str, day: dt.date | None) -> str:
+    """The parity gate's comparison (``evaluation.parity``, as ``evaluate_metrics_parity`` runs it): its verdict."""
+    from evaluation import parity
+    from spark_src.common.columns import METRIC_COLUMNS
+
+    bound = day.isoformat() if day else ""
+    request = parity.Request(spark_table, legacy_table, list(METRIC_COLUMNS), start=bound, end=bound)
+    return parity.compare(db, request).verdict
+
+
 def spark_job(argv: list[str]) -> dict:
     from pyspark.sql import SparkSession
 
@@ -204,20 +218,22 @@ def _bench_database(
     # --- incremental one-day run against the full run ------------------------------------------------
     with engine.connect() as conn:
         latest = conn.execute(text(f"SELECT max(date) FROM {TARGET}")).scalar()
-    one_day_args = [*full_args, "--start", latest.isoformat(), "--end", latest.isoformat()]
-    one_day_job_s = []
+    day_range = ["--start", latest.isoformat(), "--end", latest.isoformat()]
+    one_day_args = [*full_args, *day_range]
+    one_day_job_s, one_day_promote_s = [], []
 
     def one_day() -> float:
         with engine.begin() as conn:
             conn.execute(text(f"DELETE FROM {TARGET} WHERE date = :d"), {"d": latest})
         started = time.perf_counter()
         one_day_job_s.append(timed(lambda: spark_job(one_day_args)))
-        promote(db, "stg_bench")
+        one_day_promote_s.append(timed(lambda: promote(db, "stg_bench")))
         return time.perf_counter() - started
 
     print(f"[{pools} x {days}] Spark incremental one day ...", flush=True)
     result.add("spark_one_day", repeat(reps, one_day), note=f"day {latest}")
     result.add("spark_one_day_job", one_day_job_s)
+    result.add("spark_one_day_promotion", one_day_promote_s)
     result.checks["one-day run leaves the table the full run left (fingerprint)"] = (
         table_fingerprint(engine) == full_fingerprint
     )
@@ -275,6 +291,30 @@ def _bench_database(
     result.add("legacy", repeat(reps, legacy))
     result.memory_mib["Python process after the legacy job (VmHWM)"] = peak_rss_mib()
     result.checks["legacy wrote as many rows as Spark"] = set(legacy_rows) == {result.metric_rows}
+    checkpoint(result)
+
+    # --- the daily run's other metrics steps, full and one day: the legacy shadow and the parity gate ---------
+    print(f"[{pools} x {days}] legacy shadow and parity gate, full and one day ...", flush=True)
+    verdicts = []
+
+    def parity(spark_table: str, day: dt.date | None) -> float:
+        started = time.perf_counter()
+        verdicts.append(compare_metrics(db, spark_table, LEGACY_TARGET, day))
+        return time.perf_counter() - started
+
+    # The Spark side of the full comparison is the promoted table: it holds the full run's rows (the fingerprint
+    # check above). The promotion dropped the one-day run's staging table: the one-day side is a new one.
+    result.add("parity_full", repeat(reps, lambda: parity(TARGET, None)))
+    spark_job(["--run-id", "bench", "--staging-table", "stg_bench_day", *day_range])
+
+    def legacy_one_day() -> float:
+        started = time.perf_counter()
+        run_legacy(db, start=latest, end=latest, target_table=LEGACY_TARGET, replace_range=True)
+        return time.perf_counter() - started
+
+    result.add("legacy_one_day", repeat(reps, legacy_one_day), note=f"day {latest}")
+    result.add("parity_one_day", repeat(reps, lambda: parity("stg_bench_day", latest)))
+    result.checks["the parity gate passes, full and one day"] = set(verdicts) == {"pass"}
     checkpoint(result)
 
     # --- cold: a new process per run, as a pipeline step or a Dataproc batch starts ------------------
@@ -430,6 +470,19 @@ def render_size(r: SizeResult) -> list[str]:
         f"| incremental one-day run, job only | {_s(f.get('spark_one_day_job'))} | "
         f"{ratio_of('spark_one_day_job', 'spark_warm_job', 'of the full job')} | |",
     ]
+    path_full, path_one_day = (
+        daily_path(f, "spark_warm_job", "legacy", "parity_full", "spark_warm_promotion"),
+        daily_path(f, "spark_one_day_job", "legacy_one_day", "parity_one_day", "spark_one_day_promotion"),
+    )
+    if path_full and path_one_day:
+        lines += [
+            f"| legacy shadow, one day / full | {_s(f['legacy_one_day'])} / {_s(f['legacy'])} | "
+            f"{ratio_of('legacy_one_day', 'legacy', 'of the full run')} | |",
+            f"| parity gate, one day / full | {_s(f['parity_one_day'])} / {_s(f['parity_full'])} | "
+            f"{ratio_of('parity_one_day', 'parity_full', 'of the full run')} | |",
+            f"| the daily run's metrics path, one day / full (max(Spark job, legacy shadow) + parity + promotion) | "
+            f"{path_one_day:.2f} / {path_full:.2f} | {path_one_day / path_full:.2f}x of the full run | |",
+        ]
     if write_rate and copy_rate:
         lines += [
             f"| staging write (Spark JDBC, {r.once['staging rows']:,.0f} rows) | {_s(f['staging_write'])} | "
@@ -454,6 +507,14 @@ def render_size(r: SizeResult) -> list[str]:
         "",
     ]
     return lines
+
+
+def daily_path(f: dict[str, Figure], job: str, legacy: str, parity: str, promotion: str) -> float | None:
+    """A pipeline run's metrics path from the medians of its steps: the Spark job and the legacy shadow run side
+    by side (each its own batch or container on Vertex AI), then the parity gate, then the promotion."""
+    if not all(name in f for name in (job, legacy, parity, promotion)):
+        return None
+    return max(f[job].median, f[legacy].median) + f[parity].median + f[promotion].median
 
 
 def _s(figure: Figure | None) -> str:
