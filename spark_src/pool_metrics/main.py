@@ -122,8 +122,8 @@ def metrics(
     """The ``pool_daily_metrics`` rows of days [start, end] (all days up to ``end`` without ``start``).
 
     The as-of lookup of ETH/BTC/gas runs over the calendar of the run's days, not over the pools' dates: it
-    then reads no pool row, so Spark computes and broadcasts it while it reads and caches ``validated``
-    (adaptive execution materializes both at once). The values are the same: a date without a close of its
+    then reads no pool row, so adaptive execution starts its stages (the CMC and gas reads) alongside the read
+    and cache of ``validated``, rather than after it. The values are the same: a date without a close of its
     own takes the latest earlier one either way.
     """
     first = start or time_bounds.EARLIEST_OBSERVATION.date()
@@ -157,7 +157,7 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        # The write first: its plan builds the cache and the exogenous lookup at once; the summary then reads
+        # The write first: its plan builds the cache with the exogenous lookup alongside; the summary then reads
         # the cache (the other order built the cache alone, then the lookup).
         write_table(metrics(spark, validated, cmc, gas, args.start, end, args.now), db, args.staging_table)
         faults.maybe_kill("spark_write")
