@@ -298,9 +298,7 @@ def _bench_database(
     verdicts = []
 
     def parity(spark_table: str, day: dt.date | None) -> float:
-        started = time.perf_counter()
-        verdicts.append(compare_metrics(db, spark_table, LEGACY_TARGET, day))
-        return time.perf_counter() - started
+        return timed(lambda: verdicts.append(compare_metrics(db, spark_table, LEGACY_TARGET, day)))
 
     # The Spark side of the full comparison is the promoted table: it holds the full run's rows (the fingerprint
     # check above). The promotion dropped the one-day run's staging table: the one-day side is a new one.
@@ -308,9 +306,7 @@ def _bench_database(
     spark_job(["--run-id", "bench", "--staging-table", "stg_bench_day", *day_range])
 
     def legacy_one_day() -> float:
-        started = time.perf_counter()
-        run_legacy(db, start=latest, end=latest, target_table=LEGACY_TARGET, replace_range=True)
-        return time.perf_counter() - started
+        return timed(lambda: run_legacy(db, start=latest, end=latest, target_table=LEGACY_TARGET, replace_range=True))
 
     result.add("legacy_one_day", repeat(reps, legacy_one_day), note=f"day {latest}")
     result.add("parity_one_day", repeat(reps, lambda: parity("stg_bench_day", latest)))
