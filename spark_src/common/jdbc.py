@@ -48,6 +48,14 @@ def session_read_partitions(spark: SparkSession) -> int:
     return cluster_read_partitions(dict(sc.getConf().getAll()), sc.defaultParallelism)
 
 
+def read_partitions(rows: int, max_partitions: int, rows_per_partition: int) -> int:
+    """How many parallel reads for a result of ``rows`` rows: one per ``rows_per_partition`` rows started, at
+    most ``max_partitions`` (the cluster's cores), at least one."""
+    if rows_per_partition < 1:
+        raise ValueError(f"rows_per_partition must be at least 1, not {rows_per_partition}")
+    return max(1, min(max_partitions, -(-rows // rows_per_partition)))
+
+
 def _options(db: DbConfig) -> dict[str, str]:
     # Spark redacts option values whose key matches spark.redaction.regex ("password" does) in its logs/UI.
     # The session settings (application_name, timeouts, keepalives) travel as pgjdbc connection properties.
@@ -60,39 +68,43 @@ def _options(db: DbConfig) -> dict[str, str]:
     }
 
 
+def column_range(spark: SparkSession, db: DbConfig, query: str, column: str) -> tuple[int | None, int | None, int]:
+    """(min, max, rows) of the integer ``column`` of ``query``'s result: the bounds of a partitioned read and
+    its size, in one small query on the driver's JDBC connection (not a Spark job: a one-day run pays its fixed
+    costs per job). min and max are None when the result is empty."""
+    lo, hi, rows = query_row(spark, db, f"SELECT min({column}), max({column}), count(*) FROM ({query}) AS src")
+    return (None if lo is None else int(lo)), (None if hi is None else int(hi)), int(rows)
+
+
 def read_query(
     spark: SparkSession,
     db: DbConfig,
     query: str,
     *,
     partition_column: str | None = None,
-    num_partitions: int = 4,
+    bounds: tuple[int | None, int | None] = (None, None),
+    num_partitions: int = 1,
     fetch_size: int = 10_000,
 ) -> DataFrame:
     """Reads the result of ``query`` (no ORDER BY: Spark does not keep it and PostgreSQL would sort for nothing).
 
-    With ``partition_column`` (an integer column of the query's result), the read is split into
-    ``num_partitions`` ranges between the column's min and max, computed first with one small query.
+    With ``partition_column`` (an integer column of the query's result), its ``bounds`` (min, max; see
+    :func:`column_range`) and ``num_partitions`` > 1, the read is split into that many ranges of the column.
+    Otherwise it is one read, one partition.
     """
     options = {**_options(db), "fetchsize": str(fetch_size)}
-    subquery = f"({query}) AS src"
-    if partition_column and num_partitions > 1:
-        # On the driver's own JDBC connection, not as a Spark job: a one-day run pays its fixed costs per job.
-        lo, hi = query_row(spark, db, f"SELECT min({partition_column}), max({partition_column}) FROM {subquery}")
-        if lo is not None:
-            lo, hi = int(lo), int(hi)
-            log.info("partitioned read on %s in [%d, %d], %d partitions", partition_column, lo, hi, num_partitions)
-            return (
-                spark.read.format("jdbc")
-                .options(**options)
-                .option("dbtable", subquery)
-                .option("partitionColumn", partition_column)
-                .option("lowerBound", str(lo))
-                .option("upperBound", str(hi + 1))
-                .option("numPartitions", str(max(1, min(num_partitions, hi - lo + 1))))
-                .load()
-            )
-    return spark.read.format("jdbc").options(**options).option("dbtable", subquery).load()
+    reader = spark.read.format("jdbc").options(**options).option("dbtable", f"({query}) AS src")
+    lo, hi = bounds
+    if partition_column and num_partitions > 1 and lo is not None and hi is not None:
+        partitions = max(1, min(num_partitions, hi - lo + 1))
+        log.info("partitioned read on %s in [%d, %d], %d partitions", partition_column, lo, hi, partitions)
+        reader = (
+            reader.option("partitionColumn", partition_column)
+            .option("lowerBound", str(lo))
+            .option("upperBound", str(hi + 1))
+            .option("numPartitions", str(partitions))
+        )
+    return reader.load()
 
 
 # Spark SQL type -> PostgreSQL column type of the tables the jobs create (the same types Spark's own DDL uses).

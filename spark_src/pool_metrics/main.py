@@ -18,13 +18,19 @@ import sys
 import time
 from collections.abc import Sequence
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
-from spark_src.common.jdbc import query_row, read_query, session_read_partitions, write_table
+from spark_src.common.jdbc import (
+    column_range,
+    query_row,
+    read_partitions,
+    read_query,
+    session_read_partitions,
+    write_table,
+)
 from spark_src.common.session import build_session, running_under_spark_submit
 from spark_src.common.sql import check_identifier
 from spark_src.pool_metrics import transforms as T
@@ -33,6 +39,10 @@ log = logging.getLogger("pool_metrics")
 
 # The 30-day window of day `start` reaches back to start-29, and its stddev delta needs day start-1's window.
 LOOKBACK_DAYS = 30
+# A history read of up to this many rows is one partition, more get one per this many (at most one per core). A
+# day's run reads its 31 days (78,530 rows at 2,740 pools): one partition, no shuffle. Lab, 2 cores, one against
+# four partitions: a day 1.94 / 2.03 s, 90 days (~304k rows) 6.58 / 6.59 s. The full history (952,874) gets four.
+HISTORY_ROWS_PER_PARTITION = 250_000
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -51,7 +61,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--num-partitions",
         type=int,
         default=0,
-        help="parallel JDBC reads of the history (default 0: one per executor core of the cluster)",
+        help="most parallel JDBC reads of the history (default 0: one per executor core of the cluster)",
     )
     parser.add_argument("--database-url", help="postgresql://user@host:port/db (no password); default: DB_* env")
     parser.add_argument("--password-secret", help="secret reference of the password; default: DB_PASSWORD_SECRET")
@@ -62,46 +72,48 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def extract(spark: SparkSession, db: DbConfig, start: dt.date | None, end: dt.date, now: dt.datetime, partitions: int):
+def extract(
+    spark: SparkSession, db: DbConfig, start: dt.date | None, end: dt.date, now: dt.datetime, max_partitions: int
+) -> tuple[DataFrame, DataFrame, DataFrame, int]:
     """Reads active pools' history (with look-back before ``start``), CMC closes and gas as text/double.
 
     The history query classifies timestamps in the database (:mod:`spark_src.common.time_bounds`): rows later
     than ``now`` + skew or before the earliest believable time come with ``observed_at`` NULL and a
-    ``timestamp_problem``.
+    ``timestamp_problem``. It is read in one partition per :data:`HISTORY_ROWS_PER_PARTITION` rows, at most
+    ``max_partitions``; that number is returned with the three reads.
     """
     since = start - dt.timedelta(days=LOOKBACK_DAYS) if start else None
-    history = read_query(
-        spark,
-        db,
-        time_bounds.history_query(since, end, now),
-        partition_column="history_id",
-        num_partitions=partitions,
-    )
-    cmc = read_query(spark, db, time_bounds.cmc_query(end, now))
-    gas = read_query(spark, db, time_bounds.gas_query(end, now))
-    return history, cmc, gas
+    query = time_bounds.history_query(since, end, now)
+    lo, hi, rows = column_range(spark, db, query, "history_id")
+    partitions = read_partitions(rows, max_partitions, HISTORY_ROWS_PER_PARTITION)
+    history = read_query(spark, db, query, partition_column="history_id", bounds=(lo, hi), num_partitions=partitions)
+    # A row per day and symbol: one partition each, so the as-of lookup's windows and aggregation shuffle nothing.
+    cmc = read_query(spark, db, time_bounds.cmc_query(end, now)).coalesce(1)
+    gas = read_query(spark, db, time_bounds.gas_query(end, now)).coalesce(1)
+    return history, cmc, gas, partitions
 
 
-def summarize(validated_in_range: DataFrame) -> dict:
-    """One aggregation over the validated rows of the requested range (no repeated count() actions)."""
+def by_pool(rows: DataFrame, partitions: int) -> DataFrame:
+    """``rows`` laid out for the job's windows, which all partition by pool_id (and date).
+
+    One partition satisfies every partitioning as it is: a small range (a day's run) shuffles nothing. More are
+    shuffled once, by pool_id, for the whole job.
+    """
+    return rows.coalesce(1) if partitions == 1 else rows.repartition("pool_id")
+
+
+def summary_counts(in_range: Column) -> list[Column]:
+    """The run summary's counts over the validated rows whose date is ``in_range``: aggregations that
+    :meth:`DataFrame.observe` collects while the write runs (no Spark job of their own, no cache to read twice).
+    Distinct counts cannot be observed: the pools come from the written table (:func:`run`)."""
     accepted = F.col("apy_problem").isNull()
-    aggregations = [
-        F.count(F.lit(1)).alias("days_observed"),
-        F.sum(F.col("observations") - 1).alias("observations_superseded"),
-        F.count(F.when(accepted, 1)).alias("rows_written"),
-        F.countDistinct(F.when(accepted, F.col("pool_id"))).alias("pools"),
-        *[F.count(F.when(F.col("apy_problem") == r, 1)).alias(r) for r in T.APY_REJECTION_REASONS],
-        *[F.count(F.when(accepted & (F.col("tvl_problem") == r), 1)).alias(r) for r in T.TVL_NULLED_REASONS],
+    return [
+        F.count(F.when(in_range, 1)).alias("days_observed"),
+        F.sum(F.when(in_range, F.col("observations") - 1)).alias("observations_superseded"),
+        F.count(F.when(in_range & accepted, 1)).alias("rows_written"),
+        *[F.count(F.when(in_range & (F.col("apy_problem") == r), 1)).alias(r) for r in T.APY_REJECTION_REASONS],
+        *[F.count(F.when(in_range & accepted & (F.col("tvl_problem") == r), 1)).alias(r) for r in T.TVL_NULLED_REASONS],
     ]
-    row = validated_in_range.agg(*aggregations).first().asDict()
-    return {
-        "pools": row["pools"],
-        "rows_written": row["rows_written"],
-        "days_observed": row["days_observed"],
-        "observations_superseded": row["observations_superseded"] or 0,
-        "rejected": {r: row[r] for r in T.APY_REJECTION_REASONS},
-        "tvl_nulled": {r: row[r] for r in T.TVL_NULLED_REASONS},
-    }
 
 
 def count_timestamp_rejections(spark: SparkSession, db: DbConfig, now: dt.datetime) -> dict[str, int]:
@@ -122,9 +134,8 @@ def metrics(
     """The ``pool_daily_metrics`` rows of days [start, end] (all days up to ``end`` without ``start``).
 
     The as-of lookup of ETH/BTC/gas runs over the calendar of the run's days, not over the pools' dates: it
-    then reads no pool row, so adaptive execution starts its stages (the CMC and gas reads) alongside the read
-    and cache of ``validated``, rather than after it. The values are the same: a date without a close of its
-    own takes the latest earlier one either way.
+    then reads no pool row, so Spark builds and broadcasts it without waiting for the pools' rows. The values
+    are the same: a date without a close of its own takes the latest earlier one either way.
     """
     first = start or time_bounds.EARLIEST_OBSERVATION.date()
     # No accepted observation is later than the latest believable time, so no metric day either.
@@ -138,48 +149,53 @@ def metrics(
 
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     started = time.monotonic()
-    partitions = args.num_partitions or session_read_partitions(spark)
     end = time_bounds.default_end(args.end, args.now)
     if args.start and args.start > end:
         raise ValueError(f"--start {args.start} is after the run's last day {end}")
-    history, cmc, gas = extract(spark, db, args.start, end, args.now, partitions)
+    max_partitions = args.num_partitions or session_read_partitions(spark)
+    history, cmc, gas, partitions = extract(spark, db, args.start, end, args.now, max_partitions)
 
+    # One action reads the database once: the write. The summary's counts are observed on its way.
+    counts = Observation("pool_metrics_summary")
+    in_range = T.date_in_range(args.start and args.start.isoformat(), end.isoformat())
     validated = (
         history.where(F.col("timestamp_problem").isNull())
         .drop("timestamp_problem")
-        # One shuffle for the whole job: every window below partitions by pool_id (and date).
-        .repartition("pool_id")
+        .transform(lambda rows: by_pool(rows, partitions))
         .transform(T.latest_observation_per_day)
         .transform(T.with_validated_values)
-        # Read the database once: the metrics and the summary both start from these rows. Only the columns
-        # they use are cached (not the raw texts and timestamps): building the cache is a third cheaper.
-        .select("pool_id", "date", "observations", "apy", "tvl", "apy_problem", "tvl_problem")
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .observe(counts, *summary_counts(in_range))
     )
-    try:
-        # The write first: its plan builds the cache with the exogenous lookup alongside; the summary then reads
-        # the cache (the other order built the cache alone, then the lookup).
-        write_table(metrics(spark, validated, cmc, gas, args.start, end, args.now), db, args.staging_table)
-        faults.maybe_kill("spark_write")
-        summary = summarize(
-            validated.transform(T.in_date_range(args.start and args.start.isoformat(), end.isoformat()))
-        )
-    finally:
-        validated.unpersist()
-    summary["rejected"].update(count_timestamp_rejections(spark, db, args.now))
+    write_table(metrics(spark, validated, cmc, gas, args.start, end, args.now), db, args.staging_table)
+    faults.maybe_kill("spark_write")
+    observed = counts.get
+    staged_rows, pools = query_row(
+        spark, db, f'SELECT count(*), count(DISTINCT pool_id) FROM "{check_identifier(args.staging_table)}"'
+    )
+    if staged_rows != observed["rows_written"]:
+        computed = observed["rows_written"]
+        raise RuntimeError(f"{args.staging_table} holds {staged_rows} rows, the job computed {computed}")
+    rejected = {r: observed[r] for r in T.APY_REJECTION_REASONS}
+    rejected.update(count_timestamp_rejections(spark, db, args.now))
     (active_pools,) = query_row(spark, db, time_bounds.active_pools_query())
-    summary.update(
-        run_id=args.run_id,
-        staging_table=args.staging_table,
-        table_uri=db.table_uri(args.staging_table),
-        start=args.start and args.start.isoformat(),
-        end=end.isoformat(),
-        now=args.now.isoformat(),
+    return {
+        "pools": int(pools),
+        "rows_written": observed["rows_written"],
+        "days_observed": observed["days_observed"],
+        "observations_superseded": observed["observations_superseded"] or 0,
+        "rejected": rejected,
+        "tvl_nulled": {r: observed[r] for r in T.TVL_NULLED_REASONS},
+        "run_id": args.run_id,
+        "staging_table": args.staging_table,
+        "table_uri": db.table_uri(args.staging_table),
+        "start": args.start and args.start.isoformat(),
+        "end": end.isoformat(),
+        "now": args.now.isoformat(),
+        "read_partitions": partitions,
         # Active pools with no accepted day in the range (no history at all, or every day rejected).
-        active_pools_without_rows=int(active_pools) - summary["pools"],
-        seconds=round(time.monotonic() - started, 1),
-    )
-    return summary
+        "active_pools_without_rows": int(active_pools) - int(pools),
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -190,6 +190,7 @@ def as_of_exogenous(
                 "date", none.alias("eth_close"), none.alias("btc_close"), "gas_gwei"
             )
         )
+        .coalesce(1)
         .groupBy("date")
         .agg(*(F.max(c).alias(c) for c in ("eth_close", "btc_close", "gas_gwei")))
     )
@@ -223,12 +224,18 @@ def pool_daily_metrics(accepted: DataFrame, exogenous: DataFrame) -> DataFrame:
     )
 
 
+def date_in_range(start: str | None, end: str | None) -> Column:
+    """``date`` within [start, end] (ISO dates; an empty bound is open, and both empty hold every row)."""
+    condition = F.lit(True)
+    if start:
+        condition = condition & (F.col("date") >= F.lit(start).cast("date"))
+    if end:
+        condition = condition & (F.col("date") <= F.lit(end).cast("date"))
+    return condition
+
+
 def in_date_range(start: str | None, end: str | None) -> Transform:
     def _(df: DataFrame) -> DataFrame:
-        if start:
-            df = df.where(F.col("date") >= F.lit(start).cast("date"))
-        if end:
-            df = df.where(F.col("date") <= F.lit(end).cast("date"))
-        return df
+        return df.where(date_in_range(start, end))
 
     return _

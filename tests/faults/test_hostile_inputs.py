@@ -173,3 +173,26 @@ def test_bad_job_arguments_fail_with_one_clear_line(argv, message, capsys):
 def test_a_start_after_the_default_end_is_refused_by_both_jobs(db, db_config):
     with pytest.raises(ValueError, match="after the run's last day 2026-06-17"):
         run_legacy(db_config, start=dt.date(2026, 6, 18), target_table="stg_legacy_metrics_late", now=NOW)
+
+
+def test_a_staging_table_missing_a_computed_row_fails_the_job(spark, db, db_config, monkeypatch):
+    """The job compares the rows it wrote (counted while writing) with the rows its staging table holds: a row
+    lost on the way (here deleted right after the write) fails the run with both numbers, before promotion."""
+    from spark_src.pool_metrics import main as job
+
+    _load(db)
+    for key, value in db_config.env().items():
+        monkeypatch.setitem(os.environ, key, value)
+    write_table = job.write_table
+
+    def write_then_lose_a_row(df, db_config_, table, **kwargs):
+        write_table(df, db_config_, table, **kwargs)
+        with db.begin() as conn:
+            conn.execute(text(f'DELETE FROM "{table}" WHERE ctid IN (SELECT ctid FROM "{table}" LIMIT 1)'))
+
+    monkeypatch.setattr(job, "write_table", write_then_lose_a_row)
+    with pytest.raises(RuntimeError, match="stg_pool_metrics_lossy holds 6 rows, the job computed 7"):
+        run_spark_job(
+            ["--run-id", "lossy", "--staging-table", "stg_pool_metrics_lossy", "--start", START.isoformat(),
+             "--now", NOW.isoformat()]
+        )  # fmt: skip

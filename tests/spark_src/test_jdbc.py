@@ -1,10 +1,10 @@
-"""JDBC read sizing: one partitioned read per executor core of the cluster, not a fixed number."""
+"""JDBC read sizing: one partitioned read per executor core of the cluster at most, one per 250k rows."""
 
 from __future__ import annotations
 
 import pytest
 
-from spark_src.common.jdbc import cluster_read_partitions
+from spark_src.common.jdbc import cluster_read_partitions, read_partitions
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,24 @@ from spark_src.common.jdbc import cluster_read_partitions
 )
 def test_read_partitions_come_from_the_cluster(conf, default_parallelism, expected):
     assert cluster_read_partitions(conf, default_parallelism) == expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "max_partitions", "expected"),
+    [
+        (78_530, 4, 1),  # a day's run at 2,740 pools: its 31 days' rows
+        (250_000, 4, 1),
+        (250_001, 4, 2),  # a partition per 250,000 rows started
+        (952_874, 4, 4),  # the full history at 2,740 pools x 365 days
+        (952_874, 2, 2),  # never more than the cluster's cores
+        (10_000_000, 40, 40),
+        (0, 4, 1),  # an empty result is still one read
+    ],
+)
+def test_read_partitions_grow_with_the_rows_up_to_the_cluster(rows, max_partitions, expected):
+    assert read_partitions(rows, max_partitions, rows_per_partition=250_000) == expected
+
+
+def test_read_partitions_refuse_a_partition_size_below_one():
+    with pytest.raises(ValueError, match="rows_per_partition must be at least 1, not 0"):
+        read_partitions(10, 4, rows_per_partition=0)

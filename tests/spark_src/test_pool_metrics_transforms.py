@@ -275,3 +275,39 @@ def test_the_jobs_exogenous_lookup_reads_no_pool_row(spark):
         ("p1", D(2026, 5, 2), 100.0, None, 20.0),
         ("p1", D(2026, 5, 4), 100.0, 60000.0, 20.0),  # May 3 has no row of the pools: its BTC close still counts
     ]
+
+
+@pytest.mark.parametrize(("partitions", "shuffles_by_pool"), [(1, 0), (4, 1)])
+def test_a_one_partition_read_shuffles_nothing_a_partitioned_one_once(spark, partitions, shuffles_by_pool):
+    """The job's windows all partition by pool_id (and date). A one-partition read (a day's run) satisfies them
+    as it is: no Exchange at all besides the lookup's broadcast; a partitioned read is shuffled once by pool_id
+    for every window. The rows are the same either way."""
+    from spark_src.pool_metrics import main as job
+
+    history = spark.createDataFrame(
+        [
+            (1, "p1", ts(1), "1", "10"),
+            (2, "p1", ts(2, 8), "9", "10"),  # superseded by the later observation of the day
+            (3, "p1", ts(2, 20), "3", "30"),
+            (4, "p2", ts(2), "5", "x"),  # tvl not numeric: NULL
+        ],
+        HISTORY_SCHEMA,
+    )
+    exogenous = spark.createDataFrame([], "date date, eth_open double, btc_open double, gas_price_gwei double")
+    validated = (
+        job.by_pool(history, partitions).transform(T.latest_observation_per_day).transform(T.with_validated_values)
+    )
+    result = T.pool_daily_metrics(T.accepted_rows(validated), exogenous)
+    plan = result._jdf.queryExecution().executedPlan().toString()
+    exchanges = [line for line in plan.splitlines() if "Exchange" in line and "BroadcastExchange" not in line]
+    assert len(exchanges) == shuffles_by_pool, plan
+    assert all("hashpartitioning(pool_id" in line for line in exchanges), plan
+    rows = sorted(
+        (r.pool_id, r.date, r.actual_apy, r.actual_tvl, r.rolling_apy_7d, r.stddev_apy_7d, r.apy_delta_today_yesterday)
+        for r in result.collect()
+    )
+    assert rows == [
+        ("p1", D(2026, 5, 1), 1.0, 10.0, 1.0, None, None),
+        ("p1", D(2026, 5, 2), 3.0, 30.0, 2.0, math.sqrt(2.0), 2.0),
+        ("p2", D(2026, 5, 2), 5.0, None, 5.0, None, None),
+    ]
