@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -43,6 +44,8 @@ LOOKBACK_DAYS = 30
 # day's run reads its 31 days (78,530 rows at 2,740 pools): one partition, no shuffle. Lab, 2 cores, one against
 # four partitions: a day 1.94 / 2.03 s, 90 days (~304k rows) 6.58 / 6.59 s. The full history (952,874) gets four.
 HISTORY_ROWS_PER_PARTITION = 250_000
+# How long the summary's counts may take to arrive once the write has finished (Spark posts them at once).
+OBSERVED_TIMEOUT_S = 120.0
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -116,6 +119,22 @@ def summary_counts(in_range: Column) -> list[Column]:
     ]
 
 
+def observed(counts: Observation, timeout_s: float = OBSERVED_TIMEOUT_S) -> dict:
+    """The counts of an Observation whose action has run, or RuntimeError after ``timeout_s``.
+
+    ``Observation.get`` waits forever when Spark optimized the observed node away (SPARK-54620; its fix, which
+    returns no counts instead, is not in the pinned 3.5.7): the job then fails in one line, with its staging
+    table unpromoted, rather than hang or report nothing.
+    """
+    result: dict = {}
+    waiter = threading.Thread(target=lambda: result.update(counts.get), name="observed-counts", daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    if waiter.is_alive() or not result:
+        raise RuntimeError(f"the write's summary counts did not arrive within {timeout_s:g} s")
+    return result
+
+
 def count_timestamp_rejections(spark: SparkSession, db: DbConfig, now: dt.datetime) -> dict[str, int]:
     """Observations whose timestamp the history query rejects, by reason (one small query on the driver)."""
     counts = query_row(spark, db, time_bounds.timestamp_rejections_query(now))
@@ -155,7 +174,8 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     max_partitions = args.num_partitions or session_read_partitions(spark)
     history, cmc, gas, partitions = extract(spark, db, args.start, end, args.now, max_partitions)
 
-    # One action reads the database once: the write. The summary's counts are observed on its way.
+    # One Spark action computes the rows, the write; the summary's counts are observed on its way (no second
+    # pass over the history, no cache).
     counts = Observation("pool_metrics_summary")
     in_range = T.date_in_range(args.start and args.start.isoformat(), end.isoformat())
     validated = (
@@ -168,23 +188,23 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     )
     write_table(metrics(spark, validated, cmc, gas, args.start, end, args.now), db, args.staging_table)
     faults.maybe_kill("spark_write")
-    observed = counts.get
+    observed_counts = observed(counts)
     staged_rows, pools = query_row(
         spark, db, f'SELECT count(*), count(DISTINCT pool_id) FROM "{check_identifier(args.staging_table)}"'
     )
-    if staged_rows != observed["rows_written"]:
-        computed = observed["rows_written"]
+    if staged_rows != observed_counts["rows_written"]:
+        computed = observed_counts["rows_written"]
         raise RuntimeError(f"{args.staging_table} holds {staged_rows} rows, the job computed {computed}")
-    rejected = {r: observed[r] for r in T.APY_REJECTION_REASONS}
+    rejected = {r: observed_counts[r] for r in T.APY_REJECTION_REASONS}
     rejected.update(count_timestamp_rejections(spark, db, args.now))
     (active_pools,) = query_row(spark, db, time_bounds.active_pools_query())
     return {
         "pools": int(pools),
-        "rows_written": observed["rows_written"],
-        "days_observed": observed["days_observed"],
-        "observations_superseded": observed["observations_superseded"] or 0,
+        "rows_written": observed_counts["rows_written"],
+        "days_observed": observed_counts["days_observed"],
+        "observations_superseded": observed_counts["observations_superseded"] or 0,
         "rejected": rejected,
-        "tvl_nulled": {r: observed[r] for r in T.TVL_NULLED_REASONS},
+        "tvl_nulled": {r: observed_counts[r] for r in T.TVL_NULLED_REASONS},
         "run_id": args.run_id,
         "staging_table": args.staging_table,
         "table_uri": db.table_uri(args.staging_table),

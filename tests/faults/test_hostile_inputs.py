@@ -196,3 +196,23 @@ def test_a_staging_table_missing_a_computed_row_fails_the_job(spark, db, db_conf
             ["--run-id", "lossy", "--staging-table", "stg_pool_metrics_lossy", "--start", START.isoformat(),
              "--now", NOW.isoformat()]
         )  # fmt: skip
+
+
+def test_a_database_without_history_gives_an_empty_staging_table_and_zero_counts(spark, db, db_config, monkeypatch):
+    """No pool, no observation (a new deployment): the full run writes an empty staging table and counts zeros,
+    rather than failing or waiting for counts of rows that do not exist."""
+    for key, value in db_config.env().items():
+        monkeypatch.setitem(os.environ, key, value)
+
+    summary = run_spark_job(["--run-id", "empty", "--staging-table", "stg_pool_metrics_empty", "--now", str(NOW)])
+
+    assert {k: summary[k] for k in ("pools", "rows_written", "days_observed", "observations_superseded")} == {
+        "pools": 0,
+        "rows_written": 0,
+        "days_observed": 0,
+        "observations_superseded": 0,
+    }
+    assert set(summary["rejected"].values()) == {0} and set(summary["tvl_nulled"].values()) == {0}
+    assert summary["read_partitions"] == 1
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM stg_pool_metrics_empty")).scalar() == 0

@@ -311,3 +311,19 @@ def test_a_one_partition_read_shuffles_nothing_a_partitioned_one_once(spark, par
         ("p1", D(2026, 5, 2), 3.0, 30.0, 2.0, math.sqrt(2.0), 2.0),
         ("p2", D(2026, 5, 2), 5.0, None, 5.0, None, None),
     ]
+
+
+def test_observed_counts_arrive_after_the_action_and_their_absence_fails_instead_of_hanging(spark):
+    """``Observation.get`` waits forever for counts that never come (SPARK-54620): the job's wait is bounded."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from spark_src.pool_metrics import main as job
+
+    counts = Observation("test_counts")
+    observed = spark.range(3).observe(counts, F.count(F.lit(1)).alias("n"), F.sum("id").alias("total"))
+    # No action has run: the counts cannot arrive.
+    with pytest.raises(RuntimeError, match=r"^the write's summary counts did not arrive within 0.5 s$"):
+        job.observed(counts, timeout_s=0.5)
+    observed.collect()  # the action: the counts arrive (and the waiting thread above ends)
+    assert job.observed(counts, timeout_s=30) == {"n": 3, "total": 3}
