@@ -42,10 +42,23 @@ def cluster_read_partitions(conf: dict[str, str], default_parallelism: int) -> i
     return max(1, default_parallelism, executors * cores)
 
 
+# The Spark properties :func:`cluster_read_partitions` reads.
+_CLUSTER_PROPERTIES = (
+    "spark.master",
+    "spark.executor.cores",
+    "spark.executor.instances",
+    "spark.dynamicAllocation.enabled",
+    "spark.dynamicAllocation.maxExecutors",
+)
+
+
 def session_read_partitions(spark: SparkSession) -> int:
-    """:func:`cluster_read_partitions` of a running session."""
+    """:func:`cluster_read_partitions` of a running session (its properties read one by one: the whole
+    configuration would cost a Py4J round trip per property)."""
     sc = spark.sparkContext
-    return cluster_read_partitions(dict(sc.getConf().getAll()), sc.defaultParallelism)
+    conf = sc.getConf()
+    properties = {key: conf.get(key) for key in _CLUSTER_PROPERTIES if conf.contains(key)}
+    return cluster_read_partitions(properties, sc.defaultParallelism)
 
 
 def read_partitions(rows: int, max_partitions: int, rows_per_partition: int) -> int:
@@ -135,12 +148,21 @@ def _connect(spark: SparkSession, db: DbConfig):
 
 def query_row(spark: SparkSession, db: DbConfig, sql: str) -> tuple:
     """The first row of a small query, run on the driver's JDBC connection (no Spark job)."""
+    return query_rows(spark, db, [sql])[0]
+
+
+def query_rows(spark: SparkSession, db: DbConfig, queries: list[str]) -> list[tuple]:
+    """The first row of each small query (``()`` for an empty result), all on one driver JDBC connection."""
     connection = _connect(spark, db)
     try:
-        result = connection.createStatement().executeQuery(sql)
-        if not result.next():
-            return ()
-        return tuple(result.getObject(i + 1) for i in range(result.getMetaData().getColumnCount()))
+        rows = []
+        for sql in queries:
+            result = connection.createStatement().executeQuery(sql)
+            row = ()
+            if result.next():
+                row = tuple(result.getObject(i + 1) for i in range(result.getMetaData().getColumnCount()))
+            rows.append(row)
+        return rows
     finally:
         connection.close()
 

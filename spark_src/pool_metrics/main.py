@@ -26,7 +26,7 @@ from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import (
     column_range,
-    query_row,
+    query_rows,
     read_partitions,
     read_query,
     session_read_partitions,
@@ -105,17 +105,23 @@ def by_pool(rows: DataFrame, partitions: int) -> DataFrame:
     return rows.coalesce(1) if partitions == 1 else rows.repartition("pool_id")
 
 
-def summary_counts(in_range: Column) -> list[Column]:
-    """The run summary's counts over the validated rows whose date is ``in_range``: aggregations that
-    :meth:`DataFrame.observe` collects while the write runs (no Spark job of their own, no cache to read twice).
-    Distinct counts cannot be observed: the pools come from the written table (:func:`run`)."""
-    accepted = F.col("apy_problem").isNull()
+def summary_counts(in_range: str) -> list[Column]:
+    """The run summary's counts over the validated rows whose date is ``in_range`` (an SQL condition):
+    aggregations that :meth:`DataFrame.observe` collects while the write runs (no Spark job of their own, no cache
+    to read twice). Distinct counts cannot be observed: the pools come from the written table (:func:`run`)."""
+    accepted = f"({in_range}) AND apy_problem IS NULL"
     return [
-        F.count(F.when(in_range, 1)).alias("days_observed"),
-        F.sum(F.when(in_range, F.col("observations") - 1)).alias("observations_superseded"),
-        F.count(F.when(in_range & accepted, 1)).alias("rows_written"),
-        *[F.count(F.when(in_range & (F.col("apy_problem") == r), 1)).alias(r) for r in T.APY_REJECTION_REASONS],
-        *[F.count(F.when(in_range & accepted & (F.col("tvl_problem") == r), 1)).alias(r) for r in T.TVL_NULLED_REASONS],
+        F.expr(f"count(CASE WHEN {in_range} THEN 1 END) AS days_observed"),
+        F.expr(f"sum(CASE WHEN {in_range} THEN observations - 1 END) AS observations_superseded"),
+        F.expr(f"count(CASE WHEN {accepted} THEN 1 END) AS rows_written"),
+        *[
+            F.expr(f"count(CASE WHEN ({in_range}) AND apy_problem = '{r}' THEN 1 END) AS {r}")
+            for r in T.APY_REJECTION_REASONS
+        ],
+        *[
+            F.expr(f"count(CASE WHEN {accepted} AND tvl_problem = '{r}' THEN 1 END) AS {r}")
+            for r in T.TVL_NULLED_REASONS
+        ],
     ]
 
 
@@ -133,12 +139,6 @@ def observed(counts: Observation, timeout_s: float = OBSERVED_TIMEOUT_S) -> dict
     if waiter.is_alive() or not result:
         raise RuntimeError(f"the write's summary counts did not arrive within {timeout_s:g} s")
     return result
-
-
-def count_timestamp_rejections(spark: SparkSession, db: DbConfig, now: dt.datetime) -> dict[str, int]:
-    """Observations whose timestamp the history query rejects, by reason (one small query on the driver)."""
-    counts = query_row(spark, db, time_bounds.timestamp_rejections_query(now))
-    return {reason: int(n) for reason, n in zip(time_bounds.TIMESTAMP_REJECTION_REASONS, counts, strict=True)}
 
 
 def metrics(
@@ -179,7 +179,7 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     counts = Observation("pool_metrics_summary")
     in_range = T.date_in_range(args.start and args.start.isoformat(), end.isoformat())
     validated = (
-        history.where(F.col("timestamp_problem").isNull())
+        history.where("timestamp_problem IS NULL")
         .drop("timestamp_problem")
         .transform(lambda rows: by_pool(rows, partitions))
         .transform(T.latest_observation_per_day)
@@ -189,18 +189,27 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     write_table(metrics(spark, validated, cmc, gas, args.start, end, args.now), db, args.staging_table)
     faults.maybe_kill("spark_write")
     observed_counts = observed(counts)
-    staged_rows, pools = query_row(
-        spark, db, f'SELECT count(*), count(DISTINCT pool_id) FROM "{check_identifier(args.staging_table)}"'
+    # The staging table's rows and pools, the observations the history query rejects by their timestamp and the
+    # active pools: small queries on one driver connection.
+    (staged_rows, pools), timestamp_rejections, (active_pools,) = query_rows(
+        spark,
+        db,
+        [
+            f'SELECT count(*), count(DISTINCT pool_id) FROM "{check_identifier(args.staging_table)}"',
+            time_bounds.timestamp_rejections_query(args.now),
+            time_bounds.active_pools_query(),
+        ],
     )
-    if staged_rows != observed_counts["rows_written"]:
-        computed = observed_counts["rows_written"]
-        raise RuntimeError(f"{args.staging_table} holds {staged_rows} rows, the job computed {computed}")
+    rows_written = observed_counts["rows_written"]
+    if staged_rows != rows_written:
+        raise RuntimeError(f"{args.staging_table} holds {staged_rows} rows, the job computed {rows_written}")
     rejected = {r: observed_counts[r] for r in T.APY_REJECTION_REASONS}
-    rejected.update(count_timestamp_rejections(spark, db, args.now))
-    (active_pools,) = query_row(spark, db, time_bounds.active_pools_query())
+    rejected.update(
+        {r: int(n) for r, n in zip(time_bounds.TIMESTAMP_REJECTION_REASONS, timestamp_rejections, strict=True)}
+    )
     return {
         "pools": int(pools),
-        "rows_written": observed_counts["rows_written"],
+        "rows_written": rows_written,
         "days_observed": observed_counts["days_observed"],
         "observations_superseded": observed_counts["observations_superseded"] or 0,
         "rejected": rejected,

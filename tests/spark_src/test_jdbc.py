@@ -1,10 +1,17 @@
-"""JDBC read sizing: one partitioned read per executor core of the cluster at most, one per 250k rows."""
+"""JDBC read sizing (one partitioned read per executor core of the cluster at most, one per 250k rows) and the
+driver's small queries."""
 
 from __future__ import annotations
 
 import pytest
 
-from spark_src.common.jdbc import cluster_read_partitions, read_partitions
+from spark_src.common.jdbc import (
+    cluster_read_partitions,
+    query_row,
+    query_rows,
+    read_partitions,
+    session_read_partitions,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +71,25 @@ def test_read_partitions_grow_with_the_rows_up_to_the_cluster(rows, max_partitio
 def test_read_partitions_refuse_a_partition_size_below_one():
     with pytest.raises(ValueError, match="rows_per_partition must be at least 1, not 0"):
         read_partitions(10, 4, rows_per_partition=0)
+
+
+def test_a_local_sessions_read_partitions_are_its_default_parallelism(spark):
+    """The tests' session is ``local[2]`` (tests/conftest.py) with ``spark.default.parallelism`` 4 (two tasks per
+    core, :func:`spark_src.common.session.build_session`): four parallel reads, found from its properties."""
+    assert session_read_partitions(spark) == 4
+
+
+def test_small_queries_share_one_connection_and_keep_their_order(spark, db_config):
+    rows = query_rows(
+        spark,
+        db_config,
+        [
+            "SELECT pg_backend_pid(), 'a'",
+            "SELECT 1 WHERE false",  # no row
+            "SELECT count(*), sum(n) FROM generate_series(1, 4) AS n",
+            "SELECT pg_backend_pid()",
+        ],
+    )
+    (pid, letter), empty, (count, total), (same_pid,) = rows
+    assert (letter, empty, count, total, same_pid) == ("a", (), 4, 10, pid)
+    assert query_row(spark, db_config, "SELECT 2 + 3") == (5,)

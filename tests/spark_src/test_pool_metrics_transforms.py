@@ -278,10 +278,13 @@ def test_the_jobs_exogenous_lookup_reads_no_pool_row(spark):
 
 
 @pytest.mark.parametrize(("partitions", "shuffles_by_pool"), [(1, 0), (4, 1)])
-def test_a_one_partition_read_shuffles_nothing_a_partitioned_one_once(spark, partitions, shuffles_by_pool):
+def test_a_one_partition_read_shuffles_nothing_a_partitioned_one_once_and_both_sort_once(
+    spark, partitions, shuffles_by_pool
+):
     """The job's windows all partition by pool_id (and date). A one-partition read (a day's run) satisfies them
     as it is: no Exchange at all besides the lookup's broadcast; a partitioned read is shuffled once by pool_id
-    for every window. The rows are the same either way."""
+    for every window. Either way the pools' rows are sorted once: the latest observation's window sorts them by
+    pool, date, time, and the rolling windows (by pool, date) take that order as it is. The rows are the same."""
     from spark_src.pool_metrics import main as job
 
     history = spark.createDataFrame(
@@ -302,6 +305,8 @@ def test_a_one_partition_read_shuffles_nothing_a_partitioned_one_once(spark, par
     exchanges = [line for line in plan.splitlines() if "Exchange" in line and "BroadcastExchange" not in line]
     assert len(exchanges) == shuffles_by_pool, plan
     assert all("hashpartitioning(pool_id" in line for line in exchanges), plan
+    operators = [line.strip(" :+-*()0123456789").split(" ")[0] for line in plan.splitlines()]
+    assert operators.count("Sort") == 1, plan
     rows = sorted(
         (r.pool_id, r.date, r.actual_apy, r.actual_tvl, r.rolling_apy_7d, r.stddev_apy_7d, r.apy_delta_today_yesterday)
         for r in result.collect()
