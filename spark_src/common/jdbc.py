@@ -43,7 +43,7 @@ def cluster_read_partitions(conf: dict[str, str], default_parallelism: int) -> i
 
 
 # The Spark properties :func:`cluster_read_partitions` reads.
-_CLUSTER_PROPERTIES = (
+CLUSTER_PROPERTIES = (
     "spark.master",
     "spark.executor.cores",
     "spark.executor.instances",
@@ -57,7 +57,7 @@ def session_read_partitions(spark: SparkSession) -> int:
     configuration would cost a Py4J round trip per property)."""
     sc = spark.sparkContext
     conf = sc.getConf()
-    properties = {key: conf.get(key) for key in _CLUSTER_PROPERTIES if conf.contains(key)}
+    properties = {key: conf.get(key) for key in CLUSTER_PROPERTIES if conf.contains(key)}
     return cluster_read_partitions(properties, sc.defaultParallelism)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spark_src.common.jdbc import (
+    CLUSTER_PROPERTIES,
     cluster_read_partitions,
     query_row,
     query_rows,
@@ -13,43 +14,74 @@ from spark_src.common.jdbc import (
     session_read_partitions,
 )
 
+CLUSTERS = [
+    ({"spark.master": "local[2]"}, 2, 2),  # local mode: the local[N] cores
+    ({"spark.master": "local[8]"}, 8, 8),
+    # Dataproc batch with fixed executors (the forecast profile): 2 x 4 cores.
+    (
+        {
+            "spark.master": "yarn",
+            "spark.dynamicAllocation.enabled": "false",
+            "spark.executor.instances": "2",
+            "spark.executor.cores": "4",
+        },
+        2,
+        8,
+    ),
+    # Dataproc batch with dynamic allocation up to 10 executors (the metrics profile), 4 cores by default.
+    ({"spark.master": "yarn", "spark.dynamicAllocation.maxExecutors": "10"}, 8, 40),
+    # maxExecutors does not count when dynamic allocation is off.
+    (
+        {
+            "spark.master": "yarn",
+            "spark.dynamicAllocation.enabled": "false",
+            "spark.dynamicAllocation.maxExecutors": "10",
+            "spark.executor.instances": "3",
+            "spark.executor.cores": "2",
+        },
+        2,
+        6,
+    ),
+    # Never below what Spark itself already runs in parallel.
+    ({"spark.master": "yarn", "spark.executor.instances": "1", "spark.executor.cores": "1"}, 16, 16),
+]
 
-@pytest.mark.parametrize(
-    ("conf", "default_parallelism", "expected"),
-    [
-        ({"spark.master": "local[2]"}, 2, 2),  # local mode: the local[N] cores
-        ({"spark.master": "local[8]"}, 8, 8),
-        # Dataproc batch with fixed executors (the forecast profile): 2 x 4 cores.
-        (
-            {
-                "spark.master": "yarn",
-                "spark.dynamicAllocation.enabled": "false",
-                "spark.executor.instances": "2",
-                "spark.executor.cores": "4",
-            },
-            2,
-            8,
-        ),
-        # Dataproc batch with dynamic allocation up to 10 executors (the metrics profile), 4 cores by default.
-        ({"spark.master": "yarn", "spark.dynamicAllocation.maxExecutors": "10"}, 8, 40),
-        # maxExecutors does not count when dynamic allocation is off.
-        (
-            {
-                "spark.master": "yarn",
-                "spark.dynamicAllocation.enabled": "false",
-                "spark.dynamicAllocation.maxExecutors": "10",
-                "spark.executor.instances": "3",
-                "spark.executor.cores": "2",
-            },
-            2,
-            6,
-        ),
-        # Never below what Spark itself already runs in parallel.
-        ({"spark.master": "yarn", "spark.executor.instances": "1", "spark.executor.cores": "1"}, 16, 16),
-    ],
-)
+
+@pytest.mark.parametrize(("conf", "default_parallelism", "expected"), CLUSTERS)
 def test_read_partitions_come_from_the_cluster(conf, default_parallelism, expected):
     assert cluster_read_partitions(conf, default_parallelism) == expected
+
+
+class _ReadKeys(dict):
+    """A dict that records the keys looked up in it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def test_the_properties_a_session_passes_are_all_that_the_sizing_reads():
+    """:func:`session_read_partitions` passes only the properties of ``CLUSTER_PROPERTIES`` (reading the whole
+    configuration is a Py4J round trip per property): a key the sizing reads and the list lacks would be absent
+    on a real cluster and silently take its default."""
+    read: set[str] = set()
+    for conf, default_parallelism, _ in CLUSTERS:
+        recorded = _ReadKeys(conf)
+        cluster_read_partitions(recorded, default_parallelism)
+        read |= recorded.read
+    assert read == set(CLUSTER_PROPERTIES)
 
 
 @pytest.mark.parametrize(
