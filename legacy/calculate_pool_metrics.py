@@ -175,7 +175,8 @@ def _window_stats(apy: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray]:
     padded = np.concatenate([np.full(days - 1, np.nan), apy])
     windows = sliding_window_view(padded, days)  # row i: calendar days i-days+1 .. i
     count = np.count_nonzero(~np.isnan(windows), axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # An overflow (apy values above ~1e154) gives an infinite value, which compute_pool_metrics makes NULL.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         mean = np.nansum(windows, axis=1) / count
         # Deviations from the day's own value first: a window of identical values then gives exactly 0
         # (as Spark's Welford update does), and the subtraction loses less precision.
@@ -189,7 +190,8 @@ def _window_stats(apy: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray]:
 def _day_over_day(values: np.ndarray) -> np.ndarray:
     """values[d] - values[d-1] on a gap-filled daily array: NaN when either day is missing."""
     previous = np.concatenate([[np.nan], values[:-1]])
-    return values - previous
+    with np.errstate(invalid="ignore", over="ignore"):  # Infinity - Infinity, made NULL by compute_pool_metrics
+        return values - previous
 
 
 def compute_pool_metrics(daily_one_pool: pd.DataFrame) -> pd.DataFrame:
@@ -234,6 +236,9 @@ def compute_pool_metrics(daily_one_pool: pd.DataFrame) -> pd.DataFrame:
         },
         index=calendar,
     )
+    # A sum of squares beyond float64's range (apy values above ~1e154 in a window) gives an infinite stddev, and
+    # deltas of infinite values are infinite or NaN: a value that is not finite is NULL.
+    on_calendar = on_calendar.where(np.isfinite(on_calendar))
     actuals = pool[["apy", "tvl"]].astype("float64").set_axis(["actual_apy", "actual_tvl"], axis=1)
     per_day = on_calendar.loc[dates].reset_index(drop=True)
     return pd.concat([pool[carried], actuals, per_day], axis=1)[[*carried, *POOL_METRIC_COLUMNS]]

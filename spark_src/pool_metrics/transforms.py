@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_src.common.columns import METRIC_COLUMNS as _METRIC_COLUMNS
+from spark_src.common.columns import POOL_METRIC_COLUMNS as _POOL_METRIC_COLUMNS
 from spark_src.common.time_bounds import EXOGENOUS_MAX_AGE_DAYS
 
 # Numbers as both Python's float() and Java's Double.parseDouble read them: no "1_0" (Python only),
@@ -208,15 +209,29 @@ def as_of_exogenous(
     )
 
 
+# The columns computed from several apy values (all pool metrics but the actuals): a sum of squares beyond float64's
+# range (apy values above ~1e154 in a window) makes them infinite or NaN, which the metric semantics make NULL.
+COMPUTED_COLUMNS = list(_POOL_METRIC_COLUMNS[2:])
+
+
 def pool_daily_metrics(accepted: DataFrame, exogenous: DataFrame) -> DataFrame:
-    """accepted(pool_id, date, apy, tvl) + as-of exogenous -> rows of ``pool_daily_metrics``."""
+    """accepted(pool_id, date, apy, tvl) + as-of exogenous -> rows of ``pool_daily_metrics``.
+
+    A rolling value, stddev or delta that is not finite (an overflow) is NULL, as in the legacy job.
+    """
     metrics = (
         accepted.transform(with_rolling_apy(7))
         .transform(with_rolling_apy(30))
         .transform(with_day_over_day_deltas)
         .join(F.broadcast(exogenous), "date", "left")
     )
-    return metrics.selectExpr("pool_id", "date", "apy AS actual_apy", "tvl AS actual_tvl", *METRIC_COLUMNS[2:])
+    return metrics.selectExpr(
+        "pool_id",
+        "date",
+        "apy AS actual_apy",
+        "tvl AS actual_tvl",
+        *[f"CASE WHEN {_finite(c)} THEN {c} END AS {c}" if c in COMPUTED_COLUMNS else c for c in METRIC_COLUMNS[2:]],
+    )
 
 
 def date_in_range(start: str | None, end: str | None) -> str:

@@ -285,6 +285,35 @@ def test_consecutive_days_deltas_and_single_value_stddev() -> None:
     assert_frames_close(metrics, expected)
 
 
+def test_a_value_that_overflows_is_null() -> None:
+    """1e300 % on May 1: the sums of squares of every window holding it overflow (1e600), its stddevs are NULL, not
+    Infinity, and so are the deltas of those stddevs, not NaN; means, apy deltas and the other windows stay."""
+    metrics = compute_pool_metrics(
+        daily(
+            "p",
+            ("2026-05-01", 1e300, 1.0),
+            ("2026-05-02", 1.0, 1.0),
+            ("2026-05-03", 3.0, 1.0),
+            ("2026-05-08", 5.0, 1.0),
+            ("2026-05-09", 6.0, 1.0),
+        )
+    )
+    sqrt73 = math.sqrt(7 / 3)  # May 9's 7 days {3, 5, 6}: mean 14/3, sqrt((25/9 + 1/9 + 16/9) / 2)
+    expected = metrics_frame(
+        "p",
+        [
+            ("2026-05-01", 1e300, 1.0, 1e300, 1e300, None, None, None, None, None),
+            # (1e300 + 1) / 2 is 5e299 in float64; 1 - 1e300 is finite.
+            ("2026-05-02", 1.0, 1.0, 5e299, 5e299, 1.0 - 1e300, None, None, None, None),
+            ("2026-05-03", 3.0, 1.0, 1e300 / 3, 1e300 / 3, 2.0, None, None, None, None),
+            # May 8's 7 days {1, 3, 5} have left May 1 behind: mean 3, stddev 2. The 30 days still hold it.
+            ("2026-05-08", 5.0, 1.0, 3.0, 1e300 / 4, None, 2.0, None, None, None),
+            ("2026-05-09", 6.0, 1.0, 14 / 3, 1e300 / 5, 1.0, sqrt73, None, sqrt73 - 2.0, None),
+        ],
+    )
+    assert_frames_close(metrics, expected)
+
+
 def test_identical_values_give_exactly_zero_stddev() -> None:
     # 5.1 is not exact in binary; a naive two-pass stddev of {5.1, 5.1, 5.1} leaves ~1e-16 instead of 0.
     metrics = compute_pool_metrics(

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from components.evaluate_metrics_parity import evaluate_metrics_parity
 from database.synthetic import SyntheticSpec, generate, load
 from legacy.calculate_pool_metrics import run as run_legacy
+from spark_src.common.columns import METRIC_COLUMNS
 from spark_src.pool_metrics.main import main as run_spark_job
 
 pytestmark = pytest.mark.slow
@@ -38,13 +39,31 @@ IMPERFECTIONS = [
 
 # The demo's world, and the hard one: its 4 one-day spikes to 1e3-1e9 % make rolling stddevs of up to ~1e8, whose
 # day-over-day deltas the two jobs compute in different orders (the gate's tolerance scales with the operands).
-@pytest.mark.parametrize(("world", "giant_spikes"), [("default", None), ("hard", 4)])
+# And the demo's world with one apy of 1e300 % on 2026-07-01: finite, so kept, but every window holding it overflows.
+@pytest.mark.parametrize(
+    ("world", "giant_spikes", "planted_apy"), [("default", None, None), ("hard", 4, None), ("default", None, "1e300")]
+)
 @pytest.mark.parametrize(("start", "end"), [("", ""), ("2026-06-10", "2026-07-20")])
-def test_spark_and_legacy_metrics_match(spark, db, db_config, monkeypatch, tmp_path, start, end, world, giant_spikes):
+def test_spark_and_legacy_metrics_match(
+    spark, db, db_config, monkeypatch, tmp_path, start, end, world, giant_spikes, planted_apy
+):
     data = generate(SyntheticSpec(world=world))  # 24 pools x 120 days
     assert {k: data.stats[k] > 0 for k in IMPERFECTIONS} == dict.fromkeys(IMPERFECTIONS, True)
     assert data.stats.get("apy_giant_spikes") == giant_spikes
     load(db, data)
+    if planted_apy:
+        with db.begin() as conn:
+            planted = conn.execute(
+                text(
+                    """UPDATE raw_defillama_pool_history SET raw_json_data = jsonb_set(raw_json_data, '{apy}', :apy)
+                       WHERE id = (SELECT DISTINCT ON (h.pool_id) h.id FROM raw_defillama_pool_history h
+                                   JOIN pools p ON p.pool_id = h.pool_id
+                                   WHERE p.is_active AND h."timestamp" >= '2026-07-01' AND h."timestamp" < '2026-07-02'
+                                   ORDER BY h.pool_id, h."timestamp" DESC, h.id DESC LIMIT 1)"""
+                ),
+                {"apy": f'"{planted_apy}"'},
+            ).rowcount
+        assert planted == 1
     for key, value in db_config.env().items():
         monkeypatch.setitem(os.environ, key, value)
     range_args = [*(["--start", start] if start else []), *(["--end", end] if end else [])]
@@ -84,3 +103,11 @@ def test_spark_and_legacy_metrics_match(spark, db, db_config, monkeypatch, tmp_p
             {"s": start, "e": end},
         ).scalar()
     assert outside == 0
+    with db.connect() as conn:
+        # No NaN or Infinity reaches a metric column (an overflow is NULL), and the planted value is a metric row.
+        not_finite = " + ".join(
+            f"count(*) FILTER (WHERE {c} IN ('NaN', 'Infinity', '-Infinity'))" for c in METRIC_COLUMNS
+        )
+        assert conn.execute(text(f"SELECT {not_finite} FROM stg_parity")).scalar() == 0
+        huge = conn.execute(text("SELECT count(*) FROM stg_parity WHERE actual_apy > 1e299")).scalar()
+    assert huge == (1 if planted_apy else 0)

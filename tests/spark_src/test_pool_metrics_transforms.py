@@ -226,6 +226,39 @@ def test_pool_daily_metrics_output_columns_and_date_range(spark):
     assertDataFrameEqual(result, expected, rtol=1e-12)
 
 
+def test_a_value_that_overflows_is_null(spark):
+    """1e300 % on May 1: the sums of squares of every window holding it overflow (1e600), its stddevs are NULL, not
+    Infinity, and so are the deltas of those stddevs, not NaN; means, apy deltas and the other windows stay
+    (the legacy job's test of the same rows expects the same values)."""
+    accepted = spark.createDataFrame(
+        [
+            ("p1", D(2026, 5, 1), 1e300, 1.0),
+            ("p1", D(2026, 5, 2), 1.0, 1.0),
+            ("p1", D(2026, 5, 3), 3.0, 1.0),
+            ("p1", D(2026, 5, 8), 5.0, 1.0),
+            ("p1", D(2026, 5, 9), 6.0, 1.0),
+        ],
+        ACCEPTED_SCHEMA,
+    )
+    exogenous = spark.createDataFrame([], "date date, eth_open double, btc_open double, gas_price_gwei double")
+    result = T.pool_daily_metrics(accepted, exogenous).select("date", *T.COMPUTED_COLUMNS)
+    sqrt73 = math.sqrt(7 / 3)  # May 9's 7 days {3, 5, 6}: mean 14/3, sqrt((25/9 + 1/9 + 16/9) / 2)
+    expected = spark.createDataFrame(
+        [
+            (D(2026, 5, 1), 1e300, 1e300, None, None, None, None, None),
+            # (1e300 + 1) / 2 is 5e299 in float64; 1 - 1e300 is finite.
+            (D(2026, 5, 2), 5e299, 5e299, 1.0 - 1e300, None, None, None, None),
+            (D(2026, 5, 3), 1e300 / 3, 1e300 / 3, 2.0, None, None, None, None),
+            # May 8's 7 days {1, 3, 5} have left May 1 behind: mean 3, stddev 2. The 30 days still hold it.
+            (D(2026, 5, 8), 3.0, 1e300 / 4, None, 2.0, None, None, None),
+            (D(2026, 5, 9), 14 / 3, 1e300 / 5, 1.0, sqrt73, None, sqrt73 - 2.0, None),
+        ],
+        "date date, rolling_apy_7d double, rolling_apy_30d double, apy_delta_today_yesterday double, "
+        "stddev_apy_7d double, stddev_apy_30d double, stddev_apy_7d_delta double, stddev_apy_30d_delta double",
+    )
+    assertDataFrameEqual(result, expected, rtol=1e-12)
+
+
 def test_pool_daily_metrics_sorts_the_pools_days_once(spark):
     """The rolling and day-over-day columns share one window spec, so one sort: ordered by an expression
     (``unix_date(date)``) in each window instead, the plan had seven Window operators, each with its own sort."""
