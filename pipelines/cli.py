@@ -302,6 +302,13 @@ def run_local_command(database_url: str | None, password_secret: str | None, **o
 @click.option("--pools", default=24, show_default=True, help="Synthetic pools.")
 @click.option("--days", default=120, show_default=True, help="Synthetic days.")
 @click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--world",
+    default="default",
+    show_default=True,
+    help="Synthetic dynamics (database/synthetic.py WORLDS): 'default', the demo's; 'hard' (1e3-1e9 % spikes, "
+    "incentives, launches, regime changes); 'random_walk' (nothing beats tomorrow = today).",
+)
 @click.option("--runs", default=2, show_default=True, help="Pipeline runs; the second shows the upsert is idempotent.")
 @click.option(
     "--database-url",
@@ -309,7 +316,9 @@ def run_local_command(database_url: str | None, password_secret: str | None, **o
     help="Use this PostgreSQL (empty database, password in DB_PASSWORD) instead of the embedded one.",
 )
 @_pipeline_options
-def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str | None, **options) -> None:
+def demo_command(
+    pools: int, days: int, seed: int, world: str, runs: int, database_url: str | None, **options
+) -> None:
     """Start a throwaway PostgreSQL, load synthetic data, run the local pipeline (twice by default)."""
     import contextlib
 
@@ -320,6 +329,10 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
 
     reserved = {"database_url": "--database-url", "password_secret": "DB_PASSWORD (the demo sets it)"}
     values = _run_parameters(options, reserved)  # refused before the database starts
+    try:
+        spec = SyntheticSpec(pools=pools, days=days, seed=seed, world=world)
+    except ValueError as error:
+        raise parameters.ParameterError(str(error)) from None
     with contextlib.ExitStack() as stack:
         if database_url:
             db = DbConfig.from_url(database_url)
@@ -336,9 +349,11 @@ def demo_command(pools: int, days: int, seed: int, runs: int, database_url: str 
             _done(started)
         engine = stack.enter_context(sql.engine(db))
 
-        started = _step(f"creating the schema and loading synthetic data ({pools} pools x {days} days, seed {seed})")
+        started = _step(
+            f"creating the schema and loading synthetic data ({pools} pools x {days} days, seed {seed}, world {world})"
+        )
         init_schema(engine)
-        data = generate(SyntheticSpec(pools=pools, days=days, seed=seed))
+        data = generate(spec)
         loaded = load(engine, data)
         click.echo("loaded " + ", ".join(f"{count} {table}" for table, count in loaded.items()))
         planted = {key: value for key, value in data.stats.items() if key not in loaded and value}

@@ -110,6 +110,19 @@ def test_bad_parameters_are_refused_before_anything_starts(command, args, line):
     assert len(lines) == 1 and lines[0].startswith(line), lines
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--world", "flat"], "error: unknown world 'flat'; one of default, hard, random_walk."),
+        (["--pools", "0"], "error: need at least 1 pool and 2 days, got pools=0, days=120."),
+    ],
+)
+def test_a_demo_of_data_that_cannot_be_generated_is_refused_before_anything_starts(args, line):
+    result, lines = _invoke(["demo", *args])
+    assert result.exit_code == errors.SETTINGS, result.output
+    assert len(lines) == 1 and lines[0].startswith(line), lines
+
+
 def test_lineage_before_any_run(tmp_path, monkeypatch):
     monkeypatch.setattr("pipelines.local_run.RUNS_DIR", tmp_path)
     monkeypatch.setattr("pipelines.local_run.latest_run.__defaults__", (tmp_path,))
