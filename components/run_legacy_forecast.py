@@ -49,6 +49,7 @@ def run_legacy_forecast(
             target_table=staging_table,
             run_id=run_id,
         )
-        summaries.append({k: summary[k] for k in ("as_of", "forecast_date", "pools_forecast", "validation_mae")})
+        keys = ("as_of", "forecast_date", "pools_forecast", "validation_mae", "values_read_as_missing")
+        summaries.append({k: summary[k] for k in keys})
     backtests.uri = db.table_uri(staging_table)
     backtests.metadata.update({"run_id": run_id, "model": "legacy_rf_lgbm", "backtests": summaries})

@@ -234,10 +234,24 @@ def fit_tvl_model(training: pd.DataFrame, seed: int) -> lightgbm.LGBMRegressor:
     return _tvl_model(seed).fit(rows[list(FEATURE_COLUMNS)], _log_tvl_change(rows))
 
 
+# The random forest reads its inputs as float32. A finite metric beyond that range (an apy of 1e300 % is kept by the
+# metric semantics) made it fail the whole run ("Input X contains infinity or a value too large for
+# dtype('float32')"): such a value is read as missing instead, and counted (:func:`values_beyond_float32`).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _apy_inputs(rows: pd.DataFrame, pred_tvl: np.ndarray) -> np.ndarray:
     # scikit-learn >= 1.4 forests split on NaN natively (the missing values go to the side that fits best, or
     # to the larger child for a feature that had none at fit time), so NULL features are not imputed.
-    return np.column_stack([rows[list(FEATURE_COLUMNS)].to_numpy(dtype="float64"), pred_tvl])
+    inputs = np.column_stack([rows[list(FEATURE_COLUMNS)].to_numpy(dtype="float64"), pred_tvl])
+    inputs[np.abs(inputs) > FLOAT32_MAX] = np.nan
+    return inputs
+
+
+def values_beyond_float32(rows: pd.DataFrame) -> int:
+    """How many :data:`FEATURE_COLUMNS` values of ``rows`` the random forest reads as missing (beyond float32's
+    range; the stacked TVL prediction is read the same way, not counted here)."""
+    return int((np.abs(rows[list(FEATURE_COLUMNS)].to_numpy(dtype="float64")) > FLOAT32_MAX).sum())
 
 
 def _apy_model(params: Mapping[str, Any], seed: int) -> RandomForestRegressor:
@@ -296,7 +310,8 @@ def fit_and_forecast(
         The forecasts (:data:`FORECAST_COLUMNS`, ``forecast_date`` a ``datetime.date``, ``forecasted_tvl`` NaN
         when the as-of tvl is NULL), sorted by pool; and ``training_info``: ``training_rows``,
         ``tvl_training_rows``, ``validation_dates``, ``validation_rows``, ``validation_mae``,
-        ``persistence_mae`` (MAE of "tomorrow = today" on the same rows), ``best_params``, ``n_trials``.
+        ``persistence_mae`` (MAE of "tomorrow = today" on the same rows), ``best_params``, ``n_trials``,
+        ``values_read_as_missing`` (feature values of the training and as-of rows beyond float32's range).
 
     Raises:
         ValueError: no row on ``as_of``, no training row, or training rows on fewer than two dates.
@@ -350,6 +365,7 @@ def fit_and_forecast(
         "persistence_mae": _mae(validation["target_apy"], validation["actual_apy"].to_numpy()),
         "best_params": dict(study.best_params),
         "n_trials": n_trials,
+        "values_read_as_missing": values_beyond_float32(pd.concat([training, to_forecast])),
     }
     return forecasts, training_info
 
@@ -511,8 +527,8 @@ def run(
 
     Returns:
         ``as_of``, ``forecast_date`` (ISO dates), ``pools_forecast``, ``training_rows``, ``validation_mae``,
-        ``persistence_mae``, ``best_params``, ``seconds``, ``target_table``, ``metrics_table``, ``model``,
-        ``run_id``.
+        ``persistence_mae``, ``best_params``, ``values_read_as_missing``, ``seconds``, ``target_table``,
+        ``metrics_table``, ``model``, ``run_id``.
 
     Raises:
         ValueError: bad table names, no actuals at all, or nothing to train on / forecast (see
@@ -544,6 +560,7 @@ def run(
         "validation_mae": training_info["validation_mae"],
         "persistence_mae": training_info["persistence_mae"],
         "best_params": training_info["best_params"],
+        "values_read_as_missing": training_info["values_read_as_missing"],
         "seconds": round(time.monotonic() - started, 3),
         "target_table": target_table,
         "metrics_table": metrics_table,

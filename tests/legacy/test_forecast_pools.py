@@ -263,8 +263,9 @@ def test_feature_frame_keeps_the_as_of_rows_without_targets() -> None:
 AS_OF = dt.date(2026, 7, 20)
 
 
-def panel_for_fitting() -> pd.DataFrame:
-    """20 days 07-01 … 07-20 (= AS_OF) of 5 steady pools, plus "gone" (no row on AS_OF) and "new" (only AS_OF)."""
+def panel_for_fitting(apy_of: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
+    """20 days 07-01 … 07-20 (= AS_OF) of 5 steady pools, plus "gone" (no row on AS_OF) and "new" (only AS_OF).
+    ``apy_of`` replaces the apy of (pool, ISO date) rows."""
     rng = np.random.default_rng(0)
     days = pd.date_range("2026-07-01", periods=20, freq="D")
     rows = []
@@ -272,6 +273,7 @@ def panel_for_fitting() -> pd.DataFrame:
         apy = 2.0 + index + np.cumsum(rng.normal(0, 0.2, len(days)))
         tvl = 1e6 * (index + 1) * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
         rows += [(pool, d.date().isoformat(), a, t) for d, a, t in zip(days, apy, tvl, strict=True)]
+    rows = [(p, d, (apy_of or {}).get((p, d), a), t) for p, d, a, t in rows]
     rows += [("gone", d.date().isoformat(), 3.0, 5e5) for d in days[:-1]]
     rows.append(("new", days[-1].date().isoformat(), 4.0, 2e5))
     pools = pools_table([(p, "a" if p in ("p1", "p2", "gone") else "b", True, False) for p, *_ in rows])
@@ -293,6 +295,21 @@ def test_forecasts_every_pool_with_an_as_of_row_even_without_history() -> None:
     assert info["training_rows"] == 113
     assert info["validation_dates"] == [f"2026-07-{d}" for d in range(13, 20)]
     assert info["validation_rows"] == 41
+
+
+def test_a_value_beyond_float32_is_read_as_missing_not_a_failed_fit() -> None:
+    """An apy of 1e300 % (finite: the metrics keep it) used to stop the forest: "Input X contains infinity or a
+    value too large for dtype('float32')". p1's as-of row and p3's row of 07-10 hold one."""
+    features = feature_frame(panel_for_fitting({("p1", "2026-07-20"): 1e300, ("p3", "2026-07-10"): 1e300}))
+
+    forecasts, info = fit_and_forecast(features, AS_OF, n_trials=2, seed=1)
+
+    assert forecasts["pool_id"].tolist() == ["new", "p1", "p2", "p3", "p4", "p5"]
+    assert np.isfinite(forecasts[["forecasted_apy", "forecasted_tvl"]].to_numpy()).all()
+    # Each of the two rows: actual_apy and the 10 other metric columns metric_rows derives from it = 11. Their
+    # groups' apy mean and stddev on that day: 07-20, group a = p1, p2 ("gone" has no row) -> 2 x 2; 07-10, group
+    # b = p3, p4, p5 -> 3 x 2. 11 + 4 + 11 + 6 = 32.
+    assert info["values_read_as_missing"] == 32
 
 
 def test_forecasts_are_deterministic_for_a_seed() -> None:
