@@ -225,7 +225,10 @@ class Evaluation:
             return found
         for m in MODELS:
             for t in TARGETS:
-                found.update({f"forecast_{m}_{t}_{k}": v for k, v in self.scores[m, t].items() if v is not None})
+                # A metric must be finite (KFP and Experiments refuse Infinity): a score that overflowed (the MAE of
+                # errors near 1e308) is left out here; the message and the report show it.
+                scores = self.scores[m, t].items()
+                found.update({f"forecast_{m}_{t}_{k}": v for k, v in scores if v is not None and math.isfinite(v)})
         found["forecast_gate_pass"] = 1.0 if self.gate_pass else 0.0
         found["forecast_beats_naive"] = 1.0 if self.beats_naive else 0.0
         found["forecast_promoted_naive"] = 1.0 if self.promoted(gate_enabled) == "naive" else 0.0
@@ -271,15 +274,27 @@ class Evaluation:
             raise RuntimeError(self.message())
 
 
+def _rmse(error: np.ndarray) -> float:
+    """Root mean square of ``error``. Squares of errors beyond ~1e154 overflow: those errors are scaled by the
+    largest first (the RMSE of finite errors is at most the largest of them, so it is finite)."""
+    with np.errstate(over="ignore"):
+        rmse = float(np.sqrt(np.square(error).mean()))
+    largest = float(np.abs(error).max(initial=0.0))
+    if math.isinf(rmse) and 0.0 < largest < math.inf:
+        rmse = largest * float(np.sqrt(np.square(error / largest).mean()))
+    return rmse
+
+
 def _errors(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float | None]:
     error = forecast - actual
-    scale = float(np.abs(actual).sum())
-    return {
-        "mae": float(np.abs(error).mean()),
-        "rmse": float(np.sqrt(np.square(error).mean())),
-        # WAPE of a target whose actuals are all 0 is undefined, not 0 or infinite.
-        "wape": float(np.abs(error).sum()) / scale if scale > 0 else None,
-    }
+    with np.errstate(over="ignore"):  # sums of errors near 1e308 are Infinity (see Evaluation.metrics)
+        scale = float(np.abs(actual).sum())
+        return {
+            "mae": float(np.abs(error).mean()),
+            "rmse": _rmse(error),
+            # WAPE of a target whose actuals are all 0 is undefined, not 0 or infinite.
+            "wape": float(np.abs(error).sum()) / scale if scale > 0 else None,
+        }
 
 
 def score(panel: pd.DataFrame, request: Request) -> Evaluation:

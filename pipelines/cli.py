@@ -126,16 +126,24 @@ def _print_cleanup(run: LocalRun) -> None:
         )
 
 
+def score_text(value: float | None) -> str:
+    """A score as the run summary prints it: 4 decimals, or 4 significant digits from 1e6 up (a legacy MAE of
+    4.8e299 on a 1e300 % APY would otherwise be 300 digits); ``n/a`` when the metric was not logged."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
 def _print_evaluation(meta: dict) -> None:
     """The forecast gate's scores on the holdout, and what it promoted when the model lost."""
     rows = meta.get("forecast_rows_evaluated_apy")
     click.echo(f"forecast evaluation on {rows} holdout rows (next-day APY, percentage points):")
     for name in ("spark", "legacy", "naive"):
         click.echo(
-            f"  {name:<7} MAE {meta.get(f'forecast_{name}_apy_mae', float('nan')):.4f}  "
-            f"RMSE {meta.get(f'forecast_{name}_apy_rmse', float('nan')):.4f}  "
-            f"WAPE {meta.get(f'forecast_{name}_apy_wape', float('nan')):.4f}   "
-            f"TVL WAPE {meta.get(f'forecast_{name}_tvl_wape', float('nan')):.4f}"
+            f"  {name:<7} MAE {score_text(meta.get(f'forecast_{name}_apy_mae'))}  "
+            f"RMSE {score_text(meta.get(f'forecast_{name}_apy_rmse'))}  "
+            f"WAPE {score_text(meta.get(f'forecast_{name}_apy_wape'))}   "
+            f"TVL WAPE {score_text(meta.get(f'forecast_{name}_tvl_wape'))}"
         )
     if meta.get("forecast_promoted_naive") == 1:
         click.secho("forecast gate: the model lost; tomorrow's forecasts are persistence (model = naive)", fg="yellow")
@@ -316,9 +324,7 @@ def run_local_command(database_url: str | None, password_secret: str | None, **o
     help="Use this PostgreSQL (empty database, password in DB_PASSWORD) instead of the embedded one.",
 )
 @_pipeline_options
-def demo_command(
-    pools: int, days: int, seed: int, world: str, runs: int, database_url: str | None, **options
-) -> None:
+def demo_command(pools: int, days: int, seed: int, world: str, runs: int, database_url: str | None, **options) -> None:
     """Start a throwaway PostgreSQL, load synthetic data, run the local pipeline (twice by default)."""
     import contextlib
 

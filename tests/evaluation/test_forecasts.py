@@ -112,6 +112,24 @@ def test_wape_is_left_out_when_the_actuals_sum_to_zero():
     assert metrics["forecast_spark_tvl_wape"] == pytest.approx(170 / 2400)
 
 
+def test_scores_that_overflow_are_finite_or_left_out_of_the_metrics():
+    """Legacy APY forecasts of 1.7e308 for p1: the sum of the two errors overflows (MAE and WAPE are Infinity, which
+    KFP and Experiments refuse: not logged; the run used to fail there), and so do their squares, but the RMSE is
+    computed scaled by the largest error: 1.7e308 x sqrt(2 / 4)."""
+    rows = [list(r) for r in ROWS]
+    rows[0][7] = rows[1][7] = 1.7e308  # errors 1.7e308 - 4 and 1.7e308 - 6: both 1.7e308 in float64
+    evaluation = forecasts.score(_panel(rows), _request())
+
+    metrics = evaluation.metrics()
+    assert [k for k, v in metrics.items() if not math.isfinite(v)] == []
+    assert "forecast_legacy_apy_mae" not in metrics and "forecast_legacy_apy_wape" not in metrics
+    assert metrics["forecast_legacy_apy_rmse"] == pytest.approx(1.7e308 * math.sqrt(2 / 4), rel=1e-12)
+    assert metrics["forecast_spark_apy_rmse"] == pytest.approx(math.sqrt(6 / 4), rel=1e-12)  # unchanged
+    # Legacy's limit is Infinity; spark 1.0 <= naive 1.5: the model is promoted.
+    assert evaluation.promoted_model(gate_enabled=True) == "spark_lgbm_stacked"
+    assert "legacy inf" in evaluation.message()
+
+
 def test_the_model_is_promoted_when_it_beats_naive_within_the_legacy_tolerance():
     passing = forecasts.score(_panel(), _request(gate_tolerance=0.5))  # 0.75 x 1.5 = 1.125 >= 1, naive 1.5
     assert passing.gate_pass and passing.beats_naive

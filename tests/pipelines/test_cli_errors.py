@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from pipelines import cli as cli_module
 from pipelines import errors
-from pipelines.cli import cli
+from pipelines.cli import cli, score_text
 from tests.pipelines.gcp_settings import REAL_SETTINGS
 
 DB_ENV = ("DB_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_PASSWORD_SECRET")
@@ -244,3 +244,11 @@ def test_env_example_lists_every_variable():
     listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (REPO_ROOT / ".env.example").read_text(), re.MULTILINE))
     database = {*DbConfig("h", 5432, "d", "u").env(), "DB_URL", "DB_PASSWORD"}
     assert listed == database | settings_env_names()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.71325, "0.7133"), (123456.7, "123456.7000"), (4.848e299, "4.848e+299"), (-2e6, "-2e+06"), (None, "n/a")],
+)
+def test_scores_print_with_4_decimals_or_4_digits_when_huge(value, text):
+    assert score_text(value) == text
