@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import html
 import io
+import math
 
 from evaluation.forecasts import MODELS, SOURCES, TARGETS, Evaluation
 
@@ -33,6 +34,8 @@ def _metric(value: float | None, target: str, name: str) -> str:
     with thousands separators."""
     if value is None:
         return "n/a"
+    if not abs(value) < 1e12:  # a forecaster that blew up (1e300-scale errors), or Infinity: 4 digits, not 300
+        return f"{value:.4g}"
     if name == "wape":
         return f"{value:.2%}"
     return f"{value:,.0f}" if target == "tvl" else f"{value:,.3f}"
@@ -133,9 +136,9 @@ def bar_chart(evaluation: Evaluation) -> str:
     bars = Figure(figsize=(9, 3.2), layout="constrained")
     for axes, t, name in zip(bars.subplots(1, 2), TARGETS, ("mae", "wape"), strict=True):
         values = [evaluation.scores[m, t][name] for m in MODELS]
-        axes.bar(
-            [names[m] for m in MODELS], [v if v is not None else 0.0 for v in values], color=[COLORS[m] for m in MODELS]
-        )
+        # An undefined or infinite score has no bar (matplotlib cannot scale an axis to Infinity); the table has it.
+        heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
+        axes.bar([names[m] for m in MODELS], heights, color=[COLORS[m] for m in MODELS])
         unit = "" if name == "wape" else f", {UNITS[t]}"
         axes.set_title(f"{t.upper()} {name.upper()} (lower is better{unit})")
         axes.yaxis.set_major_formatter(StrMethodFormatter("{x:.1%}" if name == "wape" else "{x:,.2f}"))
@@ -150,6 +153,10 @@ def sample_pools(evaluation: Evaluation) -> list[str]:
     return [pool_id for pool_id, _ in ranked[: evaluation.request.sample_pools]]
 
 
+# Values at or beyond this magnitude are left out of the pool plots (the score tables show what they did).
+PLOT_LIMIT = 1e300
+
+
 def pool_plot(evaluation: Evaluation, pool_id: str) -> str:
     from matplotlib.figure import Figure
     from matplotlib.ticker import StrMethodFormatter
@@ -159,9 +166,11 @@ def pool_plot(evaluation: Evaluation, pool_id: str) -> str:
     for axes, t in zip(figure.subplots(1, 2), TARGETS, strict=True):
         pool_rows = panel[(panel["pool_id"] == pool_id).to_numpy() & evaluation.scored[t]]
         for source in SOURCES:
+            values = pool_rows[f"{source}_{t}"]
             axes.plot(
                 pool_rows["forecast_date"],
-                pool_rows[f"{source}_{t}"],
+                # matplotlib cannot place ticks on a range near float64's limit: such values are not drawn.
+                values.where(values.abs() < PLOT_LIMIT),
                 color=COLORS[source],
                 label="actual" if source == "actual" else names[source],
                 **LINES[source],

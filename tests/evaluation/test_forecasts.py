@@ -128,6 +128,9 @@ def test_scores_that_overflow_are_finite_or_left_out_of_the_metrics():
     # Legacy's limit is Infinity; spark 1.0 <= naive 1.5: the model is promoted.
     assert evaluation.promoted_model(gate_enabled=True) == "spark_lgbm_stacked"
     assert "legacy inf" in evaluation.message()
+    # The report renders (matplotlib cannot draw an infinite bar) and prints them with 4 digits, not 309.
+    page = render_html(evaluation, gate_enabled=True)
+    assert "<td>inf</td><td>1.202e+308</td><td>inf</td>" in page
 
 
 def test_the_model_is_promoted_when_it_beats_naive_within_the_legacy_tolerance():
