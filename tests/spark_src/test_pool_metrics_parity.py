@@ -12,8 +12,8 @@ from sqlalchemy import text
 from components.evaluate_metrics_parity import evaluate_metrics_parity
 from database.synthetic import SyntheticSpec, generate, load
 from legacy.calculate_pool_metrics import run as run_legacy
-from spark_src.common.columns import METRIC_COLUMNS
 from spark_src.pool_metrics.main import main as run_spark_job
+from tests.absurd_values import non_finite_metric_cells, plant_apy
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +53,7 @@ def test_spark_and_legacy_metrics_match(
     load(db, data)
     if planted_apy:
         with db.begin() as conn:
-            planted = conn.execute(
-                text(
-                    """UPDATE raw_defillama_pool_history SET raw_json_data = jsonb_set(raw_json_data, '{apy}', :apy)
-                       WHERE id = (SELECT DISTINCT ON (h.pool_id) h.id FROM raw_defillama_pool_history h
-                                   JOIN pools p ON p.pool_id = h.pool_id
-                                   WHERE p.is_active AND h."timestamp" >= '2026-07-01' AND h."timestamp" < '2026-07-02'
-                                   ORDER BY h.pool_id, h."timestamp" DESC, h.id DESC LIMIT 1)"""
-                ),
-                {"apy": f'"{planted_apy}"'},
-            ).rowcount
-        assert planted == 1
+            plant_apy(conn, dt.date(2026, 7, 1), planted_apy)
     for key, value in db_config.env().items():
         monkeypatch.setitem(os.environ, key, value)
     range_args = [*(["--start", start] if start else []), *(["--end", end] if end else [])]
@@ -105,9 +95,6 @@ def test_spark_and_legacy_metrics_match(
     assert outside == 0
     with db.connect() as conn:
         # No NaN or Infinity reaches a metric column (an overflow is NULL), and the planted value is a metric row.
-        not_finite = " + ".join(
-            f"count(*) FILTER (WHERE {c} IN ('NaN', 'Infinity', '-Infinity'))" for c in METRIC_COLUMNS
-        )
-        assert conn.execute(text(f"SELECT {not_finite} FROM stg_parity")).scalar() == 0
+        assert non_finite_metric_cells(conn, "stg_parity") == 0
         huge = conn.execute(text("SELECT count(*) FROM stg_parity WHERE actual_apy > 1e299")).scalar()
     assert huge == (1 if planted_apy else 0)
