@@ -1,5 +1,5 @@
 """One absurd but finite APY, 1e300 %, through the whole local pipeline (kfp.local, real Spark, SynapseML,
-PostgreSQL).
+PostgreSQL), with a day of 1e300 USD TVLs, an ETH close and a gas price of 1e300 around it.
 
 The metric semantics keep every finite value, so it reaches `pool_daily_metrics`, and every window holding it
 overflows. It used to fail the run: the Spark job wrote NaN stddev deltas where the legacy job wrote NULL
@@ -27,12 +27,33 @@ pytestmark = pytest.mark.slow
 
 SPEC = SyntheticSpec(pools=6, days=40, seed=17)  # 2026-05-01 .. 2026-06-09
 PLANTED_DAY = dt.date(2026, 6, 5)
+# Around it (SQL, days from PLANTED_DAY): a TVL of 1e300 USD for every pool, an ETH close and a gas price of 1e300.
+AROUND_IT = (
+    (
+        """UPDATE raw_defillama_pool_history
+           SET raw_json_data = jsonb_set(raw_json_data, '{tvlUsd}', '1e300')
+           WHERE "timestamp" >= :d AND "timestamp" < :d + 1""",
+        1,
+    ),
+    (
+        """UPDATE raw_coinmarketcap_ohlcv
+           SET raw_json_data = jsonb_set(raw_json_data, '{USD,close}', '1e300')
+           WHERE symbol = 'ETH' AND data_timestamp >= :d AND data_timestamp < :d + 1""",
+        -2,
+    ),
+    ("UPDATE gas_fees_daily SET actual_avg_gas_gwei = 1e300 WHERE date = :d", -1),
+)
 
 
 def test_an_apy_of_1e300_percent_goes_through_the_whole_pipeline(db, db_config):
     load(db, generate(SPEC))
     with db.begin() as conn:
         pool = plant_apy(conn, PLANTED_DAY, "1e300")
+        changed = [
+            conn.execute(text(sql), {"d": PLANTED_DAY + dt.timedelta(days=offset)}).rowcount
+            for sql, offset in AROUND_IT
+        ]
+    assert changed == [5, 1, 1]  # 5 history rows on June 6, one ETH row, one gas row
 
     run = run_local(db_config, legacy_n_trials=2, holdout_days=2)
 
