@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from spark_src.common import faults, jars, pg, time_bounds
 from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import read_query, write_table
-from spark_src.common.session import build_session, running_under_spark_submit
+from spark_src.common.session import build_session, release_unfinalized_executors, running_under_spark_submit
 from spark_src.common.sql import check_identifier
 from spark_src.common.storage import code_version, write_text
 from spark_src.forecast import model as M
@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         summary["backtest_rows"], summary["model_dir"],
     )  # fmt: skip
     print("RUN_SUMMARY " + json.dumps(summary, sort_keys=True), flush=True)
+    release_unfinalized_executors(spark)  # the fits' threads would keep the driver JVM from exiting
     return summary
 
 

@@ -7,7 +7,10 @@ no SQLAlchemy, no psycopg2) against the session's real PostgreSQL, with a real S
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 from kfp import dsl
@@ -20,10 +23,11 @@ from pipelines.local_run import stage_rehearsal
 from pipelines.runtime_profiles import PROFILES
 from pipelines.targets import LocalTarget
 from rehearsal import runtime_env
-from rehearsal.launcher import BatchFailed, local_path, spark_submit_command, submit
+from rehearsal.launcher import BatchFailed, driver_environment, local_path, spark_submit_command, submit, tied_process
 from spark_src.common.launch import forecast_args, pool_metrics_args
 from spark_src.forecast.model import MODEL_NAME
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNAPSEML_LIGHTGBM_JAR = "com.microsoft.azure__synapseml-lightgbm_2.12-1.1.3.jar"
 SYNAPSEML_CORE_JAR = "com.microsoft.azure__synapseml-core_2.12-1.1.3.jar"
 
@@ -202,3 +206,48 @@ def test_runtime_30_runs_the_metrics_batch_as_far_as_its_jars_allow(db, db_confi
         parity=parity, report=report, fail_on_mismatch=False,
     )  # fmt: skip
     assert verdict.verdict == "pass", open(report.path).read()
+
+
+# A driver that leaves what SynapseML's LightGBM fits leave on the driver (seen in a rehearsal forecast batch: its
+# JVM sat 15 min in DestroyJavaVM, waiting on a pool-N-thread-1): a single-thread executor that ran a task, that
+# nobody references (Py4J is told to forget it at once) and nobody shut down. Its thread is not a daemon.
+LEAKING_DRIVER = """
+import sys
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+jvm = spark.sparkContext._jvm
+executor = jvm.java.util.concurrent.Executors.newSingleThreadExecutor()
+executor.submit(jvm.java.lang.Thread()).get()
+spark.sparkContext._gateway._gateway_client.garbage_collect_object(executor._target_id, enqueue=False)
+if sys.argv[1] == "release":
+    sys.path.insert(0, sys.argv[2])
+    from spark_src.common.session import release_unfinalized_executors
+
+    release_unfinalized_executors(spark)
+print("DRIVER DONE", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "exits"), [("release", True), ("leak", False)])
+def test_a_driver_jvm_exits_once_the_leaked_executors_are_released(tmp_path, mode, exits):
+    """The forecast job ends with :func:`release_unfinalized_executors`. Without it the spark-submit JVM of this
+    driver does not exit (an idle JVM does not collect garbage): the second case checks that the hang is real."""
+    env = runtime_env.ensure("1.2")
+    script = tmp_path / "driver.py"
+    script.write_text(LEAKING_DRIVER)
+    command = [str(runtime_env.spark_submit_of(env)), "--master", "local[1]", str(script), mode, str(REPO_ROOT)]
+    done = False
+    with tied_process(command, driver_environment(env)) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # the JVM shares the pipe: it ends only when the JVM exits
+            if line == "DRIVER DONE\n":
+                done = True
+                break
+        try:  # the Python driver has ended; the JVM exits, or hangs
+            process.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert done
+    assert process.returncode == (0 if exits else -signal.SIGKILL)
