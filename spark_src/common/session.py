@@ -83,9 +83,10 @@ def release_unfinalized_executors(spark: SparkSession) -> None:
 
     SynapseML's LightGBM (1.1.3, ``NetworkManager``) runs each fit's driver-side network thread in an
     ``Executors.newSingleThreadExecutor()`` it never shuts down. The thread is not a daemon: it keeps the JVM of
-    spark-submit (and of a Dataproc batch) alive after the Python driver has exited, until a garbage collection
-    finalizes the executor, which shuts it down. An idle JVM may never collect: a rehearsal batch of the forecast
-    job sat 15 min at exit in DestroyJavaVM, waiting on such a ``pool-N-thread-1``, and left when a GC was forced.
+    spark-submit alive after the Python driver has exited (a Dataproc batch's driver may wait the same way; not
+    verifiable offline), until a garbage collection finalizes the executor, which shuts it down. An idle JVM may
+    never collect: a rehearsal batch of the forecast job sat 15 min at exit in DestroyJavaVM, waiting on such a
+    ``pool-N-thread-1``, and left when a GC was forced.
     (Spark 4 can call System.exit when the driver's main ends, ``spark.submit.callSystemExitOnMainExit``;
     Spark 3.5 cannot.) Call it once the last fit is done.
     """
