@@ -3,8 +3,9 @@
 The last days of history arrive one day at a time, as the daily ingestion delivers them, with an upstream
 correction of an already-promoted day inside the late-data window. After each arrival an incremental run
 resolves its range, runs the Spark job on it and promotes it. The table it ends with is compared, by
-fingerprint, with the table one full run builds from the final data. Both on the demo's world and on the hard
-one (:mod:`database.synthetic`), whose 1e5-1e9 % spikes make the rolling values large.
+fingerprint, with the table one full run builds from the final data, read in four partitions where the daily
+runs read one. Both on the demo's world and on the hard one (:mod:`database.synthetic`), whose 1e5-1e9 %
+spikes make the rolling values large.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from components.upsert_staging import upsert_staging
 from database.synthetic import SyntheticSpec, generate, load
 from pipelines.local_run import table_fingerprint
+from spark_src.pool_metrics import main as pool_metrics_main
 from spark_src.pool_metrics import run_range
 from spark_src.pool_metrics.main import main as run_spark_job
 from spark_src.pool_metrics.transforms import METRIC_COLUMNS
@@ -36,13 +38,14 @@ def _utc_midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
-def _promote(db, db_config, mode: str, run_no: int) -> run_range.RunRange:
-    """One run as the pipeline does it: resolve the range, compute it into staging, upsert the staging table."""
+def _promote(db, db_config, mode: str, run_no: int) -> tuple[run_range.RunRange, dict]:
+    """One run as the pipeline does it: resolve the range, compute it into staging, upsert the staging table.
+    Returns the range and the Spark job's summary."""
     with db.connect() as conn:
         resolved = run_range.resolve(mode, "", "", LATE_DAYS, run_range.fetch_bounds(conn))
     staging = f"stg_incremental_{run_no}"
     days = ["--start", resolved.start.isoformat(), "--end", resolved.end.isoformat()]
-    run_spark_job(["--run-id", f"r{run_no}", "--staging-table", staging, *days])
+    summary = run_spark_job(["--run-id", f"r{run_no}", "--staging-table", staging, *days])
     upsert_staging.python_func(
         database_url=db_config.url,
         staging_table=staging,
@@ -51,7 +54,7 @@ def _promote(db, db_config, mode: str, run_no: int) -> run_range.RunRange:
         promoted=dsl.Dataset(name="promoted", uri="", metadata={}),
         run_id=f"r{run_no}",
     )
-    return resolved
+    return resolved, summary
 
 
 # The hard world with seed 7 has one-day spikes above 1e5 % on 2026-05-28, 06-02 and 06-12, the last one arriving
@@ -71,7 +74,7 @@ def test_daily_incremental_runs_equal_one_full_run(spark, db, db_config, monkeyp
             {"d": _utc_midnight(HELD_BACK_FROM)},
         )
 
-    ranges = [_promote(db, db_config, "incremental", 0)]  # nothing promoted yet: every day so far
+    ranges = [_promote(db, db_config, "incremental", 0)[0]]  # nothing promoted yet: every day so far
     for k in range(4):
         day = HELD_BACK_FROM + dt.timedelta(days=k)
         with db.begin() as conn:
@@ -96,7 +99,7 @@ def test_daily_incremental_runs_equal_one_full_run(spark, db, db_config, monkeyp
                     {"lo": _utc_midnight(day - dt.timedelta(days=2)), "hi": _utc_midnight(day - dt.timedelta(days=1))},
                 ).rowcount
                 assert corrected > 0
-        ranges.append(_promote(db, db_config, "incremental", k + 1))
+        ranges.append(_promote(db, db_config, "incremental", k + 1)[0])
 
     assert [(r.start, r.end) for r in ranges] == [
         (D(2026, 5, 1), D(2026, 6, 10)),
@@ -119,6 +122,11 @@ def test_daily_incremental_runs_equal_one_full_run(spark, db, db_config, monkeyp
 
     with db.begin() as conn:
         conn.execute(text("TRUNCATE pool_daily_metrics"))
-    full = _promote(db, db_config, "full", 9)
+    # The daily runs read their few rows in one partition. The full run reads in one partition per 100 rows, at
+    # most the local session's parallelism (4): the layout of a large history (repartitioned by pool, the as-of
+    # lookup broadcast).
+    monkeypatch.setattr(pool_metrics_main, "HISTORY_ROWS_PER_PARTITION", 100)
+    full, summary = _promote(db, db_config, "full", 9)
     assert (full.start, full.end) == (D(2026, 5, 1), D(2026, 6, 14))
+    assert summary["read_partitions"] == 4
     assert table_fingerprint(db) == incremental
