@@ -25,8 +25,9 @@ def cluster_read_partitions(conf: dict[str, str], default_parallelism: int) -> i
 
     On Dataproc (spark-submit) the executors are named by the batch properties: ``spark.executor.instances``,
     or ``spark.dynamicAllocation.maxExecutors`` when dynamic allocation may grow to it, times
-    ``spark.executor.cores`` (Dataproc Serverless' default is 4). In local mode it is the ``local[N]`` cores
-    (Spark's default parallelism). Never below the default parallelism, never below 1.
+    ``spark.executor.cores`` (Dataproc Serverless' default is 4). In local mode it is Spark's default
+    parallelism (:func:`~spark_src.common.session.build_session` sets it to twice the ``local[N]`` cores).
+    Never below the default parallelism, never below 1.
 
     Args:
         conf: The session's Spark properties (``dict(spark.sparkContext.getConf().getAll())``).

@@ -40,9 +40,10 @@ log = logging.getLogger("pool_metrics")
 
 # The 30-day window of day `start` reaches back to start-29, and its stddev delta needs day start-1's window.
 LOOKBACK_DAYS = 30
-# A history read of up to this many rows is one partition, more get one per this many (at most one per core). A
-# day's run reads its 31 days (78,530 rows at 2,740 pools): one partition, no shuffle. Lab, 2 cores, one against
-# four partitions: a day 1.94 / 2.03 s, 90 days (~304k rows) 6.58 / 6.59 s. The full history (952,874) gets four.
+# A history read of up to this many rows is one partition, more get one per this many, at most one per core of the
+# cluster (:func:`session_read_partitions`; locally, Spark's default parallelism). A day's run reads its 31 days
+# (78,530 rows at 2,740 pools): one partition, no shuffle. Lab, 2 cores, one against four partitions: a day
+# 1.94 / 2.03 s, 90 days (~304k rows) 6.58 / 6.59 s. The full history (952,874) gets four.
 HISTORY_ROWS_PER_PARTITION = 250_000
 # How long the summary's counts may take to arrive once the write has finished (Spark posts them at once).
 OBSERVED_TIMEOUT_S = 120.0
