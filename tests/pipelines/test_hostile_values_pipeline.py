@@ -84,10 +84,11 @@ def test_an_apy_of_1e300_percent_goes_through_the_whole_pipeline(db, db_config):
     assert [(r.date, r.stddev_apy_30d, r.stddev_apy_30d_delta) for r in planted] == [
         (r.date, None, None) for r in planted
     ]
-    assert len(planted) >= 4
-    # The run got as far as promoting tomorrow's forecasts, the legacy backtest included.
-    assert legacy_backtests > 0
-    assert len(tomorrow) >= 2 and all(math.isfinite(r.forecasted_apy) for r in tomorrow)
+    assert [r.date for r in planted] == [PLANTED_DAY + dt.timedelta(days=k) for k in range(5)]  # June 5 .. 9
+    # The run got as far as promoting tomorrow's forecasts, the legacy backtest included: for the 4 pools the
+    # forecast keeps (of the 6, one is inactive and one filtered out), on each of the 2 holdout dates.
+    assert legacy_backtests == 4 * 2
+    assert len(tomorrow) == 4 and all(math.isfinite(r.forecasted_apy) for r in tomorrow)
     evaluation = run.metadata("forecast_metrics")
-    assert evaluation["forecast_rows_evaluated_apy"] > 0
+    assert evaluation["forecast_rows_evaluated_apy"] == 4 * 2
     assert [k for k, v in evaluation.items() if not math.isfinite(v)] == []
