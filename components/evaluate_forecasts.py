@@ -72,7 +72,7 @@ def evaluate_forecasts(
         sample_pools: How many pools the report plots: those with the most scored APY rows, ties by pool_id.
 
     Returns:
-        spark_apy_mae: The Spark model's APY MAE.
+        spark_apy_mae: The Spark model's APY MAE (each MAE output is finite: an infinite one is 1.797e308).
         legacy_apy_mae: The legacy model's APY MAE.
         naive_apy_mae: The persistence forecast's APY MAE.
         promoted_model: The ``model`` the run promotes: ``spark_model`` or ``naive``.
@@ -108,6 +108,6 @@ def evaluate_forecasts(
     Path(report.path).write_text(render_html(evaluation, gate_enabled), encoding="utf-8")
     logging.getLogger("evaluate_forecasts").info("%s", evaluation.message(gate_enabled))
     evaluation.check()  # after the outputs are written
-    maes = evaluation.apy_maes()
+    maes = evaluation.output_apy_maes()
     summary = namedtuple("EvalSummary", ["spark_apy_mae", "legacy_apy_mae", "naive_apy_mae", "promoted_model"])
     return summary(maes["spark"], maes["legacy"], maes["naive"], evaluation.promoted_model(gate_enabled))

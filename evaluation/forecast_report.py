@@ -8,7 +8,6 @@ import base64
 import datetime as dt
 import html
 import io
-import math
 
 from evaluation.forecasts import MODELS, SOURCES, TARGETS, Evaluation
 
@@ -128,6 +127,11 @@ def score_tables(evaluation: Evaluation) -> list[str]:
     ]
 
 
+# Values at or beyond this magnitude are not drawn (the score tables show them): matplotlib cannot place ticks on a
+# range near float64's limit, nor scale an axis to Infinity.
+PLOT_LIMIT = 1e300
+
+
 def bar_chart(evaluation: Evaluation) -> str:
     from matplotlib.figure import Figure
     from matplotlib.ticker import StrMethodFormatter
@@ -136,8 +140,8 @@ def bar_chart(evaluation: Evaluation) -> str:
     bars = Figure(figsize=(9, 3.2), layout="constrained")
     for axes, t, name in zip(bars.subplots(1, 2), TARGETS, ("mae", "wape"), strict=True):
         values = [evaluation.scores[m, t][name] for m in MODELS]
-        # An undefined or infinite score has no bar (matplotlib cannot scale an axis to Infinity); the table has it.
-        heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
+        # An undefined score, or one at or beyond PLOT_LIMIT, has no bar; the table has it.
+        heights = [v if v is not None and abs(v) < PLOT_LIMIT else 0.0 for v in values]
         axes.bar([names[m] for m in MODELS], heights, color=[COLORS[m] for m in MODELS])
         unit = "" if name == "wape" else f", {UNITS[t]}"
         axes.set_title(f"{t.upper()} {name.upper()} (lower is better{unit})")
@@ -153,10 +157,6 @@ def sample_pools(evaluation: Evaluation) -> list[str]:
     return [pool_id for pool_id, _ in ranked[: evaluation.request.sample_pools]]
 
 
-# Values at or beyond this magnitude are left out of the pool plots (the score tables show what they did).
-PLOT_LIMIT = 1e300
-
-
 def pool_plot(evaluation: Evaluation, pool_id: str) -> str:
     from matplotlib.figure import Figure
     from matplotlib.ticker import StrMethodFormatter
@@ -169,7 +169,6 @@ def pool_plot(evaluation: Evaluation, pool_id: str) -> str:
             values = pool_rows[f"{source}_{t}"]
             axes.plot(
                 pool_rows["forecast_date"],
-                # matplotlib cannot place ticks on a range near float64's limit: such values are not drawn.
                 values.where(values.abs() < PLOT_LIMIT),
                 color=COLORS[source],
                 label="actual" if source == "actual" else names[source],

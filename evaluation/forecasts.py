@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,6 +215,12 @@ class Evaluation:
     def apy_maes(self) -> dict[str, float]:
         return {m: self.scores[m, "apy"]["mae"] for m in MODELS}
 
+    def output_apy_maes(self) -> dict[str, float]:
+        """:meth:`apy_maes` as a component's output parameters. A parameter is a JSON number, which cannot be
+        Infinity: kfp writes it, and Vertex AI refuses the task's output. An MAE that is still infinite (an error
+        beyond float64's range) is given as the largest float, 1.797e308; the metrics leave it out."""
+        return {m: max(-sys.float_info.max, min(sys.float_info.max, v)) for m, v in self.apy_maes().items()}
+
     def metrics(self, gate_enabled: bool = True) -> dict[str, float]:
         """The ``forecast_*`` metrics: counts always, scores and the gate's verdicts when nothing is empty."""
         found = {"forecast_holdout_dates": float(len(self.request.as_of_dates))}
@@ -225,8 +232,8 @@ class Evaluation:
             return found
         for m in MODELS:
             for t in TARGETS:
-                # A metric must be finite (KFP and Experiments refuse Infinity): a score that overflowed (the MAE of
-                # errors near 1e308) is left out here; the message and the report show it.
+                # A metric must be finite (KFP and Experiments refuse Infinity): a score that overflowed (an error
+                # beyond float64's range, see _errors) is left out here; the message and the report show it.
                 scores = self.scores[m, t].items()
                 found.update({f"forecast_{m}_{t}_{k}": v for k, v in scores if v is not None and math.isfinite(v)})
         found["forecast_gate_pass"] = 1.0 if self.gate_pass else 0.0
@@ -274,6 +281,17 @@ class Evaluation:
             raise RuntimeError(self.message())
 
 
+def _mean_abs(values: np.ndarray) -> float:
+    """Mean of ``|values|``. A sum beyond float64's range (values near 1e308) is Infinity, though the mean of finite
+    values is at most the largest of them: then the values are scaled by the largest first, so it is finite."""
+    with np.errstate(over="ignore"):
+        mean = float(np.abs(values).mean())
+    largest = float(np.abs(values).max(initial=0.0))
+    if math.isinf(mean) and 0.0 < largest < math.inf:
+        mean = largest * float(np.abs(values / largest).mean())
+    return mean
+
+
 def _rmse(error: np.ndarray) -> float:
     """Root mean square of ``error``. Squares of errors beyond ~1e154 overflow: those errors are scaled by the
     largest first (the RMSE of finite errors is at most the largest of them, so it is finite)."""
@@ -286,15 +304,16 @@ def _rmse(error: np.ndarray) -> float:
 
 
 def _errors(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float | None]:
-    error = forecast - actual
-    with np.errstate(over="ignore"):  # sums of errors near 1e308 are Infinity (see Evaluation.metrics)
-        scale = float(np.abs(actual).sum())
-        return {
-            "mae": float(np.abs(error).mean()),
-            "rmse": _rmse(error),
-            # WAPE of a target whose actuals are all 0 is undefined, not 0 or infinite.
-            "wape": float(np.abs(error).sum()) / scale if scale > 0 else None,
-        }
+    """MAE, RMSE and WAPE. Each is finite when every error is; an error beyond float64's range (a forecast and an
+    actual near 1e308 of opposite signs) is Infinity, and so are the scores it enters (see Evaluation.metrics)."""
+    with np.errstate(over="ignore"):
+        error = forecast - actual
+        mae, scale = _mean_abs(error), float(np.abs(actual).sum())
+        wape = float(np.abs(error).sum()) / scale if scale > 0 else None
+        if wape is not None and math.isinf(wape):  # a sum overflowed: the same ratio, of the means
+            wape = mae / _mean_abs(actual)
+    # WAPE of a target whose actuals are all 0 is undefined, not 0 or infinite.
+    return {"mae": mae, "rmse": _rmse(error), "wape": wape}
 
 
 def score(panel: pd.DataFrame, request: Request) -> Evaluation:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 
 import pandas as pd
 import pytest
@@ -112,25 +113,45 @@ def test_wape_is_left_out_when_the_actuals_sum_to_zero():
     assert metrics["forecast_spark_tvl_wape"] == pytest.approx(170 / 2400)
 
 
-def test_scores_that_overflow_are_finite_or_left_out_of_the_metrics():
-    """Legacy APY forecasts of 1.7e308 for p1: the sum of the two errors overflows (MAE and WAPE are Infinity, which
-    KFP and Experiments refuse: not logged; the run used to fail there), and so do their squares, but the RMSE is
-    computed scaled by the largest error: 1.7e308 x sqrt(2 / 4)."""
+def test_scores_whose_sums_overflow_are_computed_scaled_and_finite():
+    """Legacy APY forecasts of 1.7e308 for p1: the sum of the two errors overflows, and so do their squares. Each
+    score is computed scaled by the largest error, so it is finite (as Infinity, KFP and Experiments refused it:
+    the run used to fail there). Errors 1.7e308, 1.7e308, 1, -1: MAE 8.5e307, RMSE 1.7e308 x sqrt(2 / 4), WAPE
+    8.5e307 / (33 / 4)."""
     rows = [list(r) for r in ROWS]
     rows[0][7] = rows[1][7] = 1.7e308  # errors 1.7e308 - 4 and 1.7e308 - 6: both 1.7e308 in float64
     evaluation = forecasts.score(_panel(rows), _request())
 
     metrics = evaluation.metrics()
     assert [k for k, v in metrics.items() if not math.isfinite(v)] == []
-    assert "forecast_legacy_apy_mae" not in metrics and "forecast_legacy_apy_wape" not in metrics
+    assert metrics["forecast_legacy_apy_mae"] == pytest.approx(8.5e307, rel=1e-12)
     assert metrics["forecast_legacy_apy_rmse"] == pytest.approx(1.7e308 * math.sqrt(2 / 4), rel=1e-12)
+    assert metrics["forecast_legacy_apy_wape"] == pytest.approx(8.5e307 / (33 / 4), rel=1e-12)
     assert metrics["forecast_spark_apy_rmse"] == pytest.approx(math.sqrt(6 / 4), rel=1e-12)  # unchanged
-    # Legacy's limit is Infinity; spark 1.0 <= naive 1.5: the model is promoted.
+    # Spark 1.0 <= naive 1.5 and <= legacy's limit: the model is promoted.
     assert evaluation.promoted_model(gate_enabled=True) == "spark_lgbm_stacked"
-    assert "legacy inf" in evaluation.message()
-    # The report renders (matplotlib cannot draw an infinite bar) and prints them with 4 digits, not 309.
+    assert "legacy 8.5e+307" in evaluation.message()
+    # The report renders (matplotlib cannot draw a bar near float64's limit) and prints them with 4 digits, not 308.
     page = render_html(evaluation, gate_enabled=True)
-    assert "<td>inf</td><td>1.202e+308</td><td>inf</td>" in page
+    assert "<td>8.5e+307</td><td>1.202e+308</td><td>1.03e+307</td>" in page
+
+
+def test_an_error_beyond_float64s_range_is_left_out_of_the_metrics_and_of_the_outputs():
+    """A legacy APY forecast of 1.7e308 for an actual of -1.7e308, both finite: the error, 3.4e308, is Infinity in
+    float64, and so are the legacy APY scores. The metrics leave them out (KFP and Experiments refuse Infinity),
+    and the component's MAE output, a JSON number that Vertex AI cannot read as Infinity, is the largest float."""
+    rows = [list(r) for r in ROWS]
+    rows[0][3], rows[0][7] = -1.7e308, 1.7e308
+    evaluation = forecasts.score(_panel(rows), _request())
+
+    assert evaluation.scores["legacy", "apy"] == {"mae": math.inf, "rmse": math.inf, "wape": math.inf}
+    metrics = evaluation.metrics()
+    assert [k for k in metrics if k.startswith("forecast_legacy_apy_")] == []
+    assert [k for k, v in metrics.items() if not math.isfinite(v)] == []
+    outputs = evaluation.output_apy_maes()
+    assert outputs["legacy"] == sys.float_info.max == 1.7976931348623157e308
+    assert outputs["spark"] == evaluation.apy_maes()["spark"] == pytest.approx((1.7e308 + 1 + 2 + 0) / 4, rel=1e-12)
+    assert "legacy inf" in evaluation.message()
 
 
 def test_the_model_is_promoted_when_it_beats_naive_within_the_legacy_tolerance():
