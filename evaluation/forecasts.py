@@ -217,8 +217,9 @@ class Evaluation:
 
     def output_apy_maes(self) -> dict[str, float]:
         """:meth:`apy_maes` as a component's output parameters. A parameter is a JSON number, which cannot be
-        Infinity: kfp writes it, and Vertex AI refuses the task's output. An MAE that is still infinite (an error
-        beyond float64's range) is given as the largest float, 1.797e308; the metrics leave it out."""
+        Infinity: kfp writes it bare with json.dumps, which protobuf's JSON parser on the backend refuses
+        (kubeflow/pipelines#10208). An MAE that is still infinite (an error beyond float64's range) is given as
+        the largest float, 1.797e308; the metrics leave it out."""
         return {m: max(-sys.float_info.max, min(sys.float_info.max, v)) for m, v in self.apy_maes().items()}
 
     def metrics(self, gate_enabled: bool = True) -> dict[str, float]:
