@@ -309,11 +309,13 @@ def _errors(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float | None]
     actual near 1e308 of opposite signs) is Infinity, and so are the scores it enters (see Evaluation.metrics)."""
     with np.errstate(over="ignore"):
         error = forecast - actual
-        mae, scale = _mean_abs(error), float(np.abs(actual).sum())
-        wape = float(np.abs(error).sum()) / scale if scale > 0 else None
-        if wape is not None and math.isinf(wape):  # a sum overflowed: the same ratio, of the means
-            wape = mae / _mean_abs(actual)
-    # WAPE of a target whose actuals are all 0 is undefined, not 0 or infinite.
+        mae, absolute_errors, scale = _mean_abs(error), float(np.abs(error).sum()), float(np.abs(actual).sum())
+    if scale == 0:
+        wape = None  # WAPE of a target whose actuals are all 0 is undefined, not 0 or infinite.
+    elif math.isinf(absolute_errors) or math.isinf(scale):
+        wape = mae / _mean_abs(actual)  # a sum overflowed: the same ratio, of the means
+    else:
+        wape = absolute_errors / scale
     return {"mae": mae, "rmse": _rmse(error), "wape": wape}
 
 

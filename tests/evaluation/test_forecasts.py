@@ -136,6 +136,17 @@ def test_scores_whose_sums_overflow_are_computed_scaled_and_finite():
     assert "<td>8.5e+307</td><td>1.202e+308</td><td>1.03e+307</td>" in page
 
 
+def test_wape_of_actuals_whose_sum_overflows_is_the_ratio_of_the_means():
+    """Actual APYs of 1e308 for p1 (their sum overflows, and errors of 1e308 - 0.9e308 are finite): legacy's WAPE is
+    (1e307 + 1e307 + 1 + 1) / (1e308 + 1e308 + 12 + 11) = 0.1, not 0 (a finite sum over an infinite one)."""
+    rows = [list(r) for r in ROWS]
+    rows[0][3] = rows[1][3] = 1e308
+    rows[0][7] = rows[1][7] = 0.9e308
+    metrics = forecasts.score(_panel(rows), _request()).metrics()
+    assert metrics["forecast_legacy_apy_wape"] == pytest.approx(0.1, rel=1e-12)
+    assert metrics["forecast_legacy_apy_mae"] == pytest.approx((1e307 + 1e307 + 1 + 1) / 4, rel=1e-12)
+
+
 def test_an_error_beyond_float64s_range_is_left_out_of_the_metrics_and_of_the_outputs():
     """A legacy APY forecast of 1.7e308 for an actual of -1.7e308, both finite: the error, 3.4e308, is Infinity in
     float64, and so are the legacy APY scores. The metrics leave them out (KFP and Experiments refuse Infinity),
