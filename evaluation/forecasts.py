@@ -282,26 +282,25 @@ class Evaluation:
             raise RuntimeError(self.message())
 
 
-def _mean_abs(values: np.ndarray) -> float:
-    """Mean of ``|values|``. A sum beyond float64's range (values near 1e308) is Infinity, though the mean of finite
-    values is at most the largest of them: then the values are scaled by the largest first, so it is finite."""
+def _scaled_if_overflow(statistic, values: np.ndarray) -> float:
+    """``statistic(values)`` for a statistic that scales with its values (``f(c x) = c f(x)``: a mean of absolute
+    values, a root mean square). Its sums overflow to Infinity for values near float64's limit (squares already
+    from ~1e154), though the statistic of finite values is at most the largest of them: then it is computed on
+    the values scaled by the largest, and scaled back, so it is finite."""
     with np.errstate(over="ignore"):
-        mean = float(np.abs(values).mean())
+        result = float(statistic(values))
     largest = float(np.abs(values).max(initial=0.0))
-    if math.isinf(mean) and 0.0 < largest < math.inf:
-        mean = largest * float(np.abs(values / largest).mean())
-    return mean
+    if math.isinf(result) and 0.0 < largest < math.inf:
+        result = largest * float(statistic(values / largest))
+    return result
+
+
+def _mean_abs(values: np.ndarray) -> float:
+    return _scaled_if_overflow(lambda v: np.abs(v).mean(), values)
 
 
 def _rmse(error: np.ndarray) -> float:
-    """Root mean square of ``error``. Squares of errors beyond ~1e154 overflow: those errors are scaled by the
-    largest first (the RMSE of finite errors is at most the largest of them, so it is finite)."""
-    with np.errstate(over="ignore"):
-        rmse = float(np.sqrt(np.square(error).mean()))
-    largest = float(np.abs(error).max(initial=0.0))
-    if math.isinf(rmse) and 0.0 < largest < math.inf:
-        rmse = largest * float(np.sqrt(np.square(error / largest).mean()))
-    return rmse
+    return _scaled_if_overflow(lambda v: np.sqrt(np.square(v).mean()), error)
 
 
 def _errors(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float | None]:
