@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 from kfp import dsl
@@ -23,11 +22,18 @@ from pipelines.local_run import stage_rehearsal
 from pipelines.runtime_profiles import PROFILES
 from pipelines.targets import LocalTarget
 from rehearsal import runtime_env
-from rehearsal.launcher import BatchFailed, driver_environment, local_path, spark_submit_command, submit, tied_process
+from rehearsal.launcher import (
+    REPO_ROOT,
+    BatchFailed,
+    driver_environment,
+    local_path,
+    spark_submit_command,
+    submit,
+    tied_process,
+)
 from spark_src.common.launch import forecast_args, pool_metrics_args
 from spark_src.forecast.model import MODEL_NAME
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNAPSEML_LIGHTGBM_JAR = "com.microsoft.azure__synapseml-lightgbm_2.12-1.1.3.jar"
 SYNAPSEML_CORE_JAR = "com.microsoft.azure__synapseml-core_2.12-1.1.3.jar"
 
