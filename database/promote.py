@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from spark_src.common import faults
 from spark_src.common.config import DbConfig
 from spark_src.common.pg import lock_for_promotion
-from spark_src.common.sql import check_identifiers, transaction
+from spark_src.common.sql import check_identifiers, table_exists, transaction
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,6 @@ class Promotion:
     @property
     def unchanged(self) -> int:
         return self.staging_rows - self.inserted - self.updated
-
-
-def table_exists(conn, table: str) -> bool:
-    """Whether ``public.<table>`` exists (SQLAlchemy connection)."""
-    from sqlalchemy import text
-
-    return conn.execute(text("SELECT to_regclass(:t)"), {"t": f'public."{table}"'}).scalar() is not None
 
 
 def upsert_sql(staging_table: str, target_table: str, key_columns: list[str], update_columns: list[str]) -> str:

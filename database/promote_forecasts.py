@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from database.promote import table_exists, upsert_sql
+from database.promote import upsert_sql
 from spark_src.common import faults
 from spark_src.common.config import DbConfig
 from spark_src.common.pg import lock_for_promotion
-from spark_src.common.sql import check_identifiers, transaction
+from spark_src.common.sql import check_identifiers, table_exists, transaction
 
 log = logging.getLogger(__name__)
 

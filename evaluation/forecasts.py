@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from spark_src.common.config import DbConfig
-from spark_src.common.sql import check_identifiers, connect
+from spark_src.common.sql import check_identifiers, connect, table_exists
 
 MODELS = ("spark", "legacy", "naive")
 TARGETS = ("apy", "tvl")
@@ -161,7 +161,7 @@ def read_panel(db: DbConfig, request: Request) -> pd.DataFrame:
     tables = [request.forecast_table, request.legacy_table, request.metrics_table, request.quarantine_table]
     with connect(db) as conn:
         for table in filter(None, tables):
-            if conn.execute(text("SELECT to_regclass(:t)"), {"t": f'"{table}"'}).scalar() is None:
+            if not table_exists(conn, table):
                 raise RuntimeError(f"table {table} does not exist")
         result = conn.execute(text(panel_sql(request)), params)
         return pd.DataFrame(result.all(), columns=list(result.keys()))

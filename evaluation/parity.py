@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from spark_src.common import faults
 from spark_src.common.config import DbConfig
-from spark_src.common.sql import check_identifiers, transaction
+from spark_src.common.sql import check_identifiers, table_exists, transaction
 
 #: Derived columns: x_d - x_{d-1} of the column named here; x_{d-1} = x_d - the difference, so both operands are
 #: read from the row itself.
@@ -256,7 +256,7 @@ def compare(db: DbConfig, request: Request) -> Comparison:
     tolerances = {"rel_tol": request.rel_tol, "abs_tol": request.abs_tol}
     with transaction(db) as conn:
         for table in (request.spark_table, request.legacy_table):
-            if conn.execute(text("SELECT to_regclass(:t)"), {"t": f'"{table}"'}).scalar() is None:
+            if not table_exists(conn, table):
                 raise RuntimeError(f"table {table} does not exist")
         conn.execute(text(joined_sql(request)), request.bounds)
         rows_compared, missing_in_spark, missing_in_legacy, duplicate_keys = conn.execute(text(KEYS_SQL)).one()

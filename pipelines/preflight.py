@@ -36,16 +36,11 @@ def check_database(db: DbConfig, required_tables: Sequence[str] = REQUIRED_TABLE
         ConfigError: the password's secret reference cannot be resolved (e.g. ``DB_PASSWORD`` unset).
         DatabaseUnreachable: no connection within ``timeout_seconds``, login refused, or tables missing.
     """
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     try:
         with sql.engine(db, connect_args={"connect_timeout": timeout_seconds}) as engine, engine.connect() as conn:
-            missing = [
-                table
-                for table in required_tables
-                if conn.execute(text("SELECT to_regclass(:name)"), {"name": f"public.{table}"}).scalar() is None
-            ]
+            missing = [table for table in required_tables if not sql.table_exists(conn, table)]
     except DBAPIError as err:
         raise DatabaseUnreachable(
             db.url,

@@ -1,7 +1,7 @@
 """SQL names and connections shared by the jobs, the components and the tooling.
 
 Pure Python at import (no pyspark, no SQLAlchemy): the Dataproc jobs import the identifier check, and only
-callers of :func:`connect` and :func:`transaction` need SQLAlchemy.
+callers of :func:`connect`, :func:`transaction` and :func:`table_exists` need SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ def check_identifier(name: str) -> str:
 def check_identifiers(*names: str) -> None:
     for name in names:
         check_identifier(name)
+
+
+def table_exists(conn: Connection, table: str) -> bool:
+    """Whether ``table`` (a plain identifier, checked) resolves on ``conn``'s search path: the table that the
+    unqualified name in the SQL that follows the check would reach."""
+    from sqlalchemy import text
+
+    return conn.execute(text("SELECT to_regclass(:t)"), {"t": f'"{check_identifier(table)}"'}).scalar() is not None
 
 
 @contextmanager
