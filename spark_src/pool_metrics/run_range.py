@@ -10,6 +10,7 @@
 - ``full``: every day with data.
 
 The latest day with data is never after today (UTC): a future-stamped observation does not move the range.
+The first is never before the earliest observation the jobs accept (:data:`time_bounds.EARLIEST_OBSERVATION`).
 Pure Python (no pyspark): the pipeline's range step imports it with the database queries below.
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+
+from spark_src.common import time_bounds
 
 MODES = ("incremental", "range", "full")
 DEFAULT_LATE_DAYS = 2
@@ -109,14 +112,17 @@ def fetch_bounds(conn, today: dt.date | None = None) -> DataBounds:
     today = today or dt.datetime.now(dt.UTC).date()
     before = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     # ORDER BY "timestamp" LIMIT 1 walks the raw_defillama_pool_history_ts index (schema.sql) from either end
-    # until it meets an active pool's row: no table scan. A day counts when an active pool was observed on it,
-    # as in the jobs' reads.
+    # until it meets an active pool's row: no table scan. A day counts when an active pool was observed on it
+    # at a time the jobs accept: a row stamped before the earliest believable time ('-infinity', 1970) is
+    # rejected by both jobs, and would otherwise start a full run in year 1.
     edge = (
         'SELECT h."timestamp" FROM raw_defillama_pool_history h JOIN pools p USING (pool_id) '
-        'WHERE p.is_active AND h."timestamp" < :before ORDER BY h."timestamp" {} LIMIT 1'
+        'WHERE p.is_active AND h."timestamp" >= :earliest AND h."timestamp" < :before '
+        'ORDER BY h."timestamp" {} LIMIT 1'
     )
-    first = conn.execute(text(edge.format("ASC")), {"before": before}).scalar()
-    latest = conn.execute(text(edge.format("DESC")), {"before": before}).scalar()
+    window = {"earliest": time_bounds.EARLIEST_OBSERVATION, "before": before}
+    first = conn.execute(text(edge.format("ASC")), window).scalar()
+    latest = conn.execute(text(edge.format("DESC")), window).scalar()
     last_promoted = conn.execute(text("SELECT max(date) FROM pool_daily_metrics WHERE actual_apy IS NOT NULL")).scalar()
     return DataBounds(
         first_day=first.astimezone(dt.UTC).date() if first else None,

@@ -73,3 +73,44 @@ def test_bad_parameters_are_one_clear_line(mode, start, end, late_days, message)
 def test_no_data_is_an_error():
     with pytest.raises(RangeError, match="has no observation of an active pool up to today"):
         resolve("incremental", "", "", 2, DataBounds(None, None, None))
+
+
+def test_fetch_bounds_counts_only_days_the_jobs_accept(db):
+    """Real PostgreSQL. The first and latest days with data are those of an active pool's believable
+    observations, as the jobs read them: a row stamped '-infinity' or 1970 (before the earliest believable time,
+    rejected by both jobs) does not make a full run start in year 1 or 1970; 'infinity', 2099 and an inactive
+    pool's rows do not count either. A forecast-only row (no actual) is not a promoted day."""
+    from sqlalchemy import text
+
+    from spark_src.pool_metrics.run_range import fetch_bounds
+
+    history = [
+        ("p1", "-infinity"),
+        ("p1", "1970-01-01 00:00+00"),
+        ("p1", "2026-06-01 12:00+00"),
+        ("p1", "2026-06-17 12:00+00"),
+        ("p1", "2099-01-01 00:00+00"),
+        ("p1", "infinity"),
+        ("p_inactive", "2026-05-01 12:00+00"),
+    ]
+    with db.begin() as conn:
+        conn.execute(
+            text("INSERT INTO pools (pool_id, symbol, chain, project, is_active) VALUES (:p, 'USDC', 'eth', 'x', :a)"),
+            [{"p": "p1", "a": True}, {"p": "p_inactive", "a": False}],
+        )
+        conn.execute(
+            text(
+                'INSERT INTO raw_defillama_pool_history (pool_id, "timestamp", raw_json_data) '
+                "VALUES (:p, CAST(:t AS timestamptz), '{}')"
+            ),
+            [{"p": p, "t": t} for p, t in history],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pool_daily_metrics (pool_id, date, actual_apy, forecasted_apy) VALUES "
+                "('p1', DATE '2026-06-10', 5.0, NULL), ('p1', DATE '2026-06-18', NULL, 6.0)"
+            )
+        )
+    with db.connect() as conn:
+        bounds = fetch_bounds(conn, today=D(2026, 6, 17))
+    assert bounds == DataBounds(first_day=D(2026, 6, 1), latest_day=D(2026, 6, 17), last_promoted=D(2026, 6, 10))
