@@ -367,7 +367,7 @@ def bench_forecast(
     from legacy import forecast_pools as legacy_fc
     from spark_src.forecast import quarantine as Q
     from spark_src.forecast import transforms as T
-    from spark_src.forecast.main import extract, forecast_as_of, latest_actuals_date, quarantine
+    from spark_src.forecast.main import cached, extract, forecast_as_of, latest_actuals_date, quarantine, release
     from spark_src.forecast.main import parse_args as forecast_args
 
     # The forecast job's own reads (extract + quarantine, as its run() does), outside the timing.
@@ -376,18 +376,22 @@ def bench_forecast(
     as_of = latest_actuals_date(spark, db)
     first_day = as_of - dt.timedelta(days=args.train_days - 1)
     metrics, pools = extract(spark, db, first_day - dt.timedelta(days=T.LOOKBACK_DAYS + rule.reference_days), as_of)
-    clean, _ = quarantine(metrics, rule, first_day - dt.timedelta(days=T.LOOKBACK_DAYS))
-    clean, pools = clean.cache(), pools.cache()
+    frames = []
+    clean, _ = quarantine(metrics, rule, first_day - dt.timedelta(days=T.LOOKBACK_DAYS), frames)
+    pools = cached(pools, frames)
     clean.count()
 
     def spark_fit_predict() -> float:
+        fitted_frames = []
         started = time.perf_counter()
-        _, forecasts = forecast_as_of(clean, pools, as_of, args, rule)
+        _, forecasts = forecast_as_of(clean, pools, as_of, args, rule, fitted_frames)
         forecasts.count()
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        release(fitted_frames)
+        return seconds
 
     result.add("forecast_spark", repeat(reps, spark_fit_predict))
-    clean.unpersist()
+    release(frames)
     checkpoint(result)
     with engine.connect() as conn:
         panel = legacy_fc.build_panel(

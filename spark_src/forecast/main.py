@@ -89,12 +89,30 @@ def extract(spark: SparkSession, db: DbConfig, first_day: dt.date, last_day: dt.
     return metrics, pools
 
 
+def cached(frame: DataFrame, frames: list[DataFrame]) -> DataFrame:
+    """``frame``, cached, and added to ``frames``: what the caller releases (:func:`release`) when it is done."""
+    frames.append(frame.cache())
+    return frame
+
+
+def release(frames: list[DataFrame]) -> None:
+    """Unpersists ``frames``: a session that runs the job again (tests, the benchmark) holds no earlier run's
+    rows, and caching the same plan again does not make Spark warn that it is already cached."""
+    while frames:
+        frames.pop().unpersist()
+
+
 def forecast_as_of(
-    clean: DataFrame, pools: DataFrame, as_of: dt.date, args: argparse.Namespace, rule: Q.QuarantineRule
+    clean: DataFrame,
+    pools: DataFrame,
+    as_of: dt.date,
+    args: argparse.Namespace,
+    rule: Q.QuarantineRule,
+    frames: list[DataFrame],
 ) -> tuple[M.FittedForecaster, DataFrame]:
     """Fits on the window ending ``as_of``; forecasts as_of + 1 (model and naive rows) for the pools whose
-    clean panel has a row on ``as_of``."""
-    features = T.model_frame(clean, pools, as_of, args.train_days).cache()
+    clean panel has a row on ``as_of``. The frames it caches are added to ``frames``."""
+    features = cached(T.model_frame(clean, pools, as_of, args.train_days), frames)
     training = features.where((F.col("date") < F.lit(as_of)) & F.col("target_apy").isNotNull())
     fitted = M.fit(training, rule=rule, seed=args.seed, apy_objective=args.apy_objective)
     if fitted.training_rows == 0:
@@ -163,15 +181,27 @@ def model_card(fitted: M.FittedForecaster, args: argparse.Namespace, as_of: dt.d
     }
 
 
-def quarantine(metrics: DataFrame, rule: Q.QuarantineRule, first_day: dt.date) -> tuple[DataFrame, DataFrame]:
-    """(clean rows, quarantine rows dated first_day or later) of the extracted metric rows."""
-    flagged = Q.flag_observations(metrics, rule).cache()
-    clean = Q.clean_metrics(flagged).cache()
-    rows = Q.quarantine_rows(flagged).where(F.col("date") >= F.lit(first_day)).cache()
+def quarantine(
+    metrics: DataFrame, rule: Q.QuarantineRule, first_day: dt.date, frames: list[DataFrame]
+) -> tuple[DataFrame, DataFrame]:
+    """(clean rows, quarantine rows dated first_day or later) of the extracted metric rows; the frames it
+    caches are added to ``frames``."""
+    flagged = cached(Q.flag_observations(metrics, rule), frames)
+    clean = cached(Q.clean_metrics(flagged), frames)
+    rows = cached(Q.quarantine_rows(flagged).where(F.col("date") >= F.lit(first_day)), frames)
     return clean, rows
 
 
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
+    """Runs the job in ``spark``; what it caches is released when it returns or fails."""
+    frames: list[DataFrame] = []
+    try:
+        return _run(spark, db, args, frames)
+    finally:
+        release(frames)
+
+
+def _run(spark: SparkSession, db: DbConfig, args: argparse.Namespace, frames: list[DataFrame]) -> dict:
     started = time.monotonic()
     rule = Q.QuarantineRule()
     as_of = args.as_of or latest_actuals_date(spark, db)
@@ -181,10 +211,10 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     first_day = min([as_of, *holdouts]) - dt.timedelta(days=args.train_days - 1)
     history_start = first_day - dt.timedelta(days=T.LOOKBACK_DAYS + rule.reference_days)
     metrics, pools = extract(spark, db, history_start, as_of)
-    clean, quarantined = quarantine(metrics, rule, first_day - dt.timedelta(days=T.LOOKBACK_DAYS))
+    clean, quarantined = quarantine(metrics, rule, first_day - dt.timedelta(days=T.LOOKBACK_DAYS), frames)
 
-    fitted, forecasts = forecast_as_of(clean, pools, as_of, args, rule)
-    forecasts = forecasts.cache()
+    fitted, forecasts = forecast_as_of(clean, pools, as_of, args, rule, frames)
+    forecasts = cached(forecasts, frames)
     pools_forecast = forecasts.where(F.col("model") == M.MODEL_NAME).count()
     if pools_forecast == 0:
         raise RuntimeError(f"no forecastable pool has a plausible row on {as_of}")
@@ -206,11 +236,11 @@ def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
 
     backtest_rows = 0
     if holdouts:
-        backtests = [forecast_as_of(clean, pools, day, args, rule)[1] for day in holdouts]
+        backtests = [forecast_as_of(clean, pools, day, args, rule, frames)[1] for day in holdouts]
         combined = backtests[0]
         for frame in backtests[1:]:
             combined = combined.unionByName(frame)
-        combined = combined.cache()
+        combined = cached(combined, frames)
         backtest_rows = combined.count()
         write_table(combined.select(*FORECAST_COLUMNS), db, args.backtest_table)
     return {

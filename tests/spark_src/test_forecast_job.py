@@ -55,6 +55,7 @@ def test_forecasts_the_day_after_the_latest_actuals_for_every_forecastable_pool(
             .all()
         )
     holdout = latest - dt.timedelta(days=1)
+    persisted = spark.sparkContext._jsc.getPersistentRDDs().size()
 
     summary = run_forecast_job(
         ["--run-id", "r1", "--staging-table", "stg_forecast_r1", "--model-dir", str(tmp_path / "model"),
@@ -68,6 +69,9 @@ def test_forecasts_the_day_after_the_latest_actuals_for_every_forecastable_pool(
     assert all(math.isfinite(r.forecasted_apy) and r.forecasted_apy > -5 for r in forecasts)
     backtests = _forecast_rows(db, "stg_backtest_r1")
     assert {(r.forecast_date, r.as_of) for r in backtests} == {(latest, holdout)}
+    # What the job cached (the quarantined panel, the features of both fits, the forecasts) is released: a session
+    # that runs it again holds no earlier run's rows.
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted
 
     # The saved pipeline model reproduces the forecasts from the as-of rows, and the card describes it.
     card = json.loads((tmp_path / "model" / "model_card.json").read_text())
