@@ -259,6 +259,32 @@ def test_a_value_that_overflows_is_null(spark):
     assertDataFrameEqual(result, expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("legacy", ["false", "true"])
+def test_a_stddev_of_one_value_is_null_whatever_the_statistical_aggregate_mode(spark, legacy):
+    """``stddev_samp`` of one value is NULL in Spark's default mode and NaN in its legacy one: the metrics are NULL
+    in both (May 1 and p2's only day), and so are the deltas of those stddevs (May 2)."""
+    accepted = spark.createDataFrame(
+        [("p1", D(2026, 5, 1), 1.0, 1.0), ("p1", D(2026, 5, 2), 3.0, 1.0), ("p2", D(2026, 5, 1), 4.0, 1.0)],
+        ACCEPTED_SCHEMA,
+    )
+    exogenous = spark.createDataFrame([], "date date, eth_open double, btc_open double, gas_price_gwei double")
+    before = spark.conf.get("spark.sql.legacy.statisticalAggregate")
+    spark.conf.set("spark.sql.legacy.statisticalAggregate", legacy)
+    try:
+        rows = (
+            T.pool_daily_metrics(accepted, exogenous)
+            .select("pool_id", "date", "stddev_apy_7d", "stddev_apy_30d", "stddev_apy_7d_delta", "stddev_apy_30d_delta")
+            .collect()
+        )
+    finally:
+        spark.conf.set("spark.sql.legacy.statisticalAggregate", before)
+    assert sorted(tuple(r) for r in rows) == [
+        ("p1", D(2026, 5, 1), None, None, None, None),
+        ("p1", D(2026, 5, 2), math.sqrt(2), math.sqrt(2), None, None),
+        ("p2", D(2026, 5, 1), None, None, None, None),
+    ]
+
+
 def test_pool_daily_metrics_sorts_the_pools_days_once(spark):
     """The rolling and day-over-day columns share one window spec, so one sort: ordered by an expression
     (``unix_date(date)``) in each window instead, the plan had seven Window operators, each with its own sort."""
