@@ -365,9 +365,10 @@ def bench_forecast(
     result: SizeResult, spark, db, engine: Engine, reps: int, checkpoint: Callable[[SizeResult], None]
 ) -> None:
     from legacy import forecast_pools as legacy_fc
+    from spark_src.common.caching import cached, release
     from spark_src.forecast import quarantine as Q
     from spark_src.forecast import transforms as T
-    from spark_src.forecast.main import cached, extract, forecast_as_of, latest_actuals_date, quarantine, release
+    from spark_src.forecast.main import extract, forecast_as_of, latest_actuals_date, quarantine
     from spark_src.forecast.main import parse_args as forecast_args
 
     # The forecast job's own reads (extract + quarantine, as its run() does), outside the timing.

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_src.common import faults, jars, pg, time_bounds
+from spark_src.common.caching import cached, release
 from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import read_query, write_table
 from spark_src.common.session import build_session, release_unfinalized_executors, running_under_spark_submit
@@ -87,19 +88,6 @@ def extract(spark: SparkSession, db: DbConfig, first_day: dt.date, last_day: dt.
     )
     pools = read_query(spark, db, "SELECT pool_id, pool_group, is_active, is_filtered_out FROM pools")
     return metrics, pools
-
-
-def cached(frame: DataFrame, frames: list[DataFrame]) -> DataFrame:
-    """``frame``, cached, and added to ``frames``: what the caller releases (:func:`release`) when it is done."""
-    frames.append(frame.cache())
-    return frame
-
-
-def release(frames: list[DataFrame]) -> None:
-    """Unpersists ``frames``: a session that runs the job again (tests, the benchmark) holds no earlier run's
-    rows, and caching the same plan again does not make Spark warn that it is already cached."""
-    while frames:
-        frames.pop().unpersist()
 
 
 def forecast_as_of(

@@ -38,6 +38,7 @@ from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_src.common.caching import cached, release
 from spark_src.forecast.quarantine import QuarantineRule
 from spark_src.forecast.transforms import MODEL_FEATURE_COLUMNS
 
@@ -221,15 +222,26 @@ def fit(
         seed: LightGBM seed.
         apy_objective: A key of :data:`OBJECTIVES`.
     """
-    rule = rule or QuarantineRule()
-    training = (
+    if apy_objective not in OBJECTIVES:
+        raise ValueError(f"apy_objective {apy_objective!r} is not one of {sorted(OBJECTIVES)}")
+    frames: list[DataFrame] = []
+    try:
+        return _fit(training, rule or QuarantineRule(), seed, apy_objective, frames)
+    finally:
+        release(frames)
+
+
+def _fit(
+    training: DataFrame, rule: QuarantineRule, seed: int, apy_objective: str, frames: list[DataFrame]
+) -> FittedForecaster:
+    training = cached(
         _ordered(training)
         .withColumn("apy_change", F.expr(f"{_SLOG_TARGET} - {_SLOG_APY}"))
         .withColumn(
             "tvl_log_change",
             F.when((F.col("actual_tvl") > 0) & (F.col("target_tvl") > 0), F.log("target_tvl") - F.log("actual_tvl")),
-        )
-        .cache()
+        ),
+        frames,
     )
     tvl_rows = training.where(F.col("tvl_log_change").isNotNull())
     tvl_low, tvl_high = _winsor_bounds(tvl_rows, "tvl_log_change") if tvl_rows.take(1) else (0.0, 0.0)
@@ -247,7 +259,9 @@ def fit(
     apy_assembler = VectorAssembler(
         inputCols=[*MODEL_FEATURE_COLUMNS, STACKED_FEATURE], outputCol="apy_features", handleInvalid="keep"
     )
-    stacked = apy_assembler.transform(stack.transform(tvl_model.transform(tvl_assembler.transform(training)))).cache()
+    stacked = cached(
+        apy_assembler.transform(stack.transform(tvl_model.transform(tvl_assembler.transform(training)))), frames
+    )
     weight = choose_reversion_weight(training)
     shrink = choose_correction_shrink(stacked, weight, apy_objective, seed)
     apy_model, apy_low, apy_high = _fit_apy(stacked, weight, apy_objective, seed)
@@ -261,8 +275,6 @@ def fit(
     )
     summary = in_sample.first()
     tvl_training_rows = tvl_rows.count()
-    stacked.unpersist()
-    training.unpersist()
     return FittedForecaster(
         model=model,
         training_rows=summary["rows"],

@@ -70,3 +70,31 @@ def test_a_1e9_spike_moves_no_forecast_and_a_spiked_as_of_day_gets_none(spark):
     assert sorted(forecasts) == ["p0", "p1", "p2", "p4", "p5"]  # p3: nothing plausible to start from
     for pool, (value, _) in forecasts.items():
         assert 0.8 * LEVELS[pool] <= value <= 1.2 * LEVELS[pool], (pool, value)
+
+
+@pytest.mark.slow
+def test_a_fit_gives_back_what_it_cached_when_it_returns_and_when_it_fails(spark, monkeypatch):
+    """A fit caches its training rows and their stacked features; it releases both either way. The failure is
+    injected in the correction-shrink step, after both are cached (no GCP here: nothing else is replaced)."""
+    metrics, pools = _frames(spark, lambda pool, k: LEVELS[pool] * (1 + 0.01 * (k % 5)))
+    frame = T.model_frame(Q.clean_metrics(Q.flag_observations(metrics, Q.QuarantineRule())), pools, AS_OF, 30)
+    training = frame.where((F.col("date") < F.lit(AS_OF)) & F.col("target_apy").isNotNull())
+    cache_manager = spark._jsparkSession.sharedState().cacheManager()
+    spark.catalog.clearCache()
+
+    fitted = M.fit(training)
+    assert fitted.training_rows == 174  # 6 pools x the window's 29 days before AS_OF
+    assert cache_manager.isEmpty()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(M, "choose_correction_shrink", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        M.fit(training)
+    assert cache_manager.isEmpty()
+
+
+def test_an_unknown_objective_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="apy_objective 'l3' is not one of"):
+        M.fit(None, apy_objective="l3")

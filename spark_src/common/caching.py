@@ -1,0 +1,19 @@
+"""Caching that is given back: a job or a fit caches DataFrames into a list and releases the list when it is done,
+whether it returns or fails, so a session that runs it again (tests, the benchmark, a notebook) holds no earlier
+run's rows and caching the same plan again does not make Spark warn that it is already cached."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+
+
+def cached(frame: DataFrame, frames: list[DataFrame]) -> DataFrame:
+    """``frame``, cached, and added to ``frames``: what the caller releases (:func:`release`) when it is done."""
+    frames.append(frame.cache())
+    return frame
+
+
+def release(frames: list[DataFrame]) -> None:
+    """Unpersists ``frames`` (the newest first) and empties the list."""
+    while frames:
+        frames.pop().unpersist()
