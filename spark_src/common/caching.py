@@ -4,6 +4,9 @@ run's rows and caching the same plan again does not make Spark warn that it is a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from pyspark.sql import DataFrame
 
 
@@ -17,3 +20,13 @@ def release(frames: list[DataFrame]) -> None:
     """Unpersists ``frames`` (the newest first) and empties the list."""
     while frames:
         frames.pop().unpersist()
+
+
+@contextmanager
+def released() -> Iterator[list[DataFrame]]:
+    """A list for :func:`cached` frames, released when the block ends, by return or by exception."""
+    frames: list[DataFrame] = []
+    try:
+        yield frames
+    finally:
+        release(frames)

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_src.common import faults, jars, pg, time_bounds
-from spark_src.common.caching import cached, release
+from spark_src.common.caching import cached, released
 from spark_src.common.config import DbConfig, optional_date
 from spark_src.common.jdbc import read_query, write_table
 from spark_src.common.session import build_session, release_unfinalized_executors, running_under_spark_submit
@@ -182,11 +182,8 @@ def quarantine(
 
 def run(spark: SparkSession, db: DbConfig, args: argparse.Namespace) -> dict:
     """Runs the job in ``spark``; what it caches is released when it returns or fails."""
-    frames: list[DataFrame] = []
-    try:
+    with released() as frames:
         return _run(spark, db, args, frames)
-    finally:
-        release(frames)
 
 
 def _run(spark: SparkSession, db: DbConfig, args: argparse.Namespace, frames: list[DataFrame]) -> dict:

@@ -38,7 +38,7 @@ from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_src.common.caching import cached, release
+from spark_src.common.caching import cached, released
 from spark_src.forecast.quarantine import QuarantineRule
 from spark_src.forecast.transforms import MODEL_FEATURE_COLUMNS
 
@@ -224,11 +224,8 @@ def fit(
     """
     if apy_objective not in OBJECTIVES:
         raise ValueError(f"apy_objective {apy_objective!r} is not one of {sorted(OBJECTIVES)}")
-    frames: list[DataFrame] = []
-    try:
+    with released() as frames:
         return _fit(training, rule or QuarantineRule(), seed, apy_objective, frames)
-    finally:
-        release(frames)
 
 
 def _fit(
